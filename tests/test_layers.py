@@ -1,0 +1,105 @@
+"""GDN / IGDN against their closed forms, and the convolution alignment of the references."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfhyper.layers import GDN, conv, deconv
+
+
+def set_gdn(layer, beta, gamma):
+    # Inverse of value = param^2 - 2^-36 (param above its bound).
+    layer.beta_param.assign(np.sqrt(beta + 2.0**-36))
+    layer.gamma_param.assign(np.sqrt(gamma + 2.0**-36))
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_matches_closed_form(inverse):
+    rng = np.random.default_rng(0)
+    channels = 5
+    x = rng.normal(size=(2, 4, 3, channels)).astype(np.float32) * 3
+    beta = rng.uniform(0.5, 2.0, channels)
+    gamma = rng.uniform(0.0, 0.3, (channels, channels))
+    layer = GDN(inverse=inverse)
+    layer.build(x.shape)
+    set_gdn(layer, beta, gamma)
+    out = layer(x).numpy()
+    x64 = x.astype(np.float64)
+    norm = np.sqrt(beta + np.einsum("ij,nhwj->nhwi", gamma, x64**2))
+    expected = x64 * norm if inverse else x64 / norm
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gdn_initialization_and_constraints():
+    layer = GDN()
+    layer.build((1, 1, 1, 4))
+    np.testing.assert_allclose(layer.beta.numpy(), np.ones(4), rtol=1e-6)
+    np.testing.assert_allclose(layer.gamma.numpy(), 0.1 * np.eye(4), atol=1e-6)
+    # Push parameters far below their bounds: the reparameterization keeps beta >= 1e-6, gamma >= 0.
+    layer.beta_param.assign(-np.ones(4))
+    layer.gamma_param.assign(-np.ones((4, 4)))
+    assert np.all(layer.beta.numpy() >= 1e-6 - 1e-12)
+    assert np.all(layer.gamma.numpy() >= 0)
+
+
+def test_gdn_gradient_can_bring_parameters_back_above_bound():
+    layer = GDN()
+    layer.build((1, 1, 1, 2))
+    layer.beta_param.assign([-1.0, -1.0])
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_sum(layer.beta)  # wants beta larger
+    grad = tape.gradient(loss, layer.beta_param)
+    assert np.all(grad.numpy() < 0), "gradient descent must be able to raise beta again"
+
+
+def numpy_conv(x, w, stride, pad):
+    """Cross-correlation with zero padding `pad` on every side; x (H, W, Cin), w (k, k, Cin, Cout)."""
+    k = w.shape[0]
+    xp = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+    out_h = (xp.shape[0] - k) // stride + 1
+    out_w = (xp.shape[1] - k) // stride + 1
+    out = np.zeros((out_h, out_w, w.shape[3]))
+    for i in range(out_h):
+        for j in range(out_w):
+            patch = xp[i * stride : i * stride + k, j * stride : j * stride + k]
+            out[i, j] = np.einsum("abc,abcd->d", patch, w)
+    return out
+
+
+def numpy_conv_transpose(z, w, stride, pad):
+    """The references' ConvTranspose2d(k, stride, padding=pad, output_padding=stride-1):
+    input i contributes to output stride*i - pad + kk; w (k, k, Cout, Cin); output stride * input."""
+    k = w.shape[0]
+    h, wd = z.shape[:2]
+    out = np.zeros((stride * h, stride * wd, w.shape[2]))
+    for i in range(h):
+        for j in range(wd):
+            for a in range(k):
+                for b in range(k):
+                    oi, oj = stride * i - pad + a, stride * j - pad + b
+                    if 0 <= oi < out.shape[0] and 0 <= oj < out.shape[1]:
+                        out[oi, oj] += w[a, b] @ z[i, j]
+    return out
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 5), (1, 1)])
+def test_conv_is_symmetrically_padded(size):
+    rng = np.random.default_rng(1)
+    layer = conv(4, 5, 2)
+    x = rng.normal(size=(1, *size, 3)).astype(np.float32)
+    out = layer(x).numpy()[0]
+    kernel, bias = layer.layers[-1].get_weights()
+    expected = numpy_conv(x[0].astype(np.float64), kernel, 2, 2) + bias
+    assert out.shape[:2] == tuple(-(-s // 2) for s in size)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(4, 4), (3, 5), (1, 1)])
+def test_deconv_doubles_size_aligned_with_references(size):
+    rng = np.random.default_rng(2)
+    layer = deconv(3, 5, 2)
+    z = rng.normal(size=(1, *size, 4)).astype(np.float32)
+    out = layer(z).numpy()[0]
+    kernel, bias = layer.layers[0].get_weights()
+    expected = numpy_conv_transpose(z[0].astype(np.float64), kernel, 2, 2) + bias
+    assert out.shape[:2] == (2 * size[0], 2 * size[1])
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,139 @@
+"""GDN / IGDN (section 4.1, Ballé et al. 2016a) and convolutions with the reference implementations' padding.
+
+GDN, for channel i at each spatial position:
+
+    out_i = x_i / sqrt(beta_i + sum_j gamma_ij * x_j^2)
+
+and IGDN, its approximate inverse, multiplies by the same square root. beta and gamma are kept non-negative
+by the usual reparameterization (see `NonNegative`).
+"""
+import keras
+import tensorflow as tf
+
+# Added under the square root of the reparameterization so that its gradient stays finite at zero
+# (both references use 2^-18 squared).
+_PEDESTAL = 2.0**-36
+
+
+def lower_bound(x, bound):
+    """max(x, bound), letting gradients through where they would push x back above the bound.
+
+    A plain maximum has zero gradient below the bound, so a parameter that falls below could never
+    recover; the reference implementations use this same "identity if it helps" gradient.
+    """
+    x = tf.convert_to_tensor(x)
+    return _lower_bound(x, tf.constant(bound, x.dtype))
+
+
+@tf.custom_gradient
+def _lower_bound(x, bound):
+    y = tf.maximum(x, bound)
+
+    def grad(dy):
+        pass_through = tf.logical_or(x >= bound, dy < 0)
+        return tf.where(pass_through, dy, tf.zeros_like(dy)), None
+
+    return y, grad
+
+
+class NonNegative:
+    """value = max(param, sqrt(minimum + pedestal))^2 - pedestal, so value >= minimum.
+
+    Parameterizing the square root makes small values (gamma near 0) as easy to reach as large ones.
+    """
+
+    def __init__(self, minimum=0.0):
+        self.minimum = float(minimum)
+        self.bound = (self.minimum + _PEDESTAL) ** 0.5
+
+    def init(self, value):
+        return tf.sqrt(tf.maximum(value + _PEDESTAL, _PEDESTAL))
+
+    def __call__(self, param):
+        return tf.square(lower_bound(param, self.bound)) - _PEDESTAL
+
+
+@keras.saving.register_keras_serializable(package="tfhyper")
+class GDN(keras.layers.Layer):
+    """Generalized divisive normalization, out_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2).
+
+    With `inverse=True` it is IGDN: out_i = x_i * sqrt(beta_i + sum_j gamma_ij x_j^2).
+    `gamma[i, j]` weighs input channel j in the normalization of output channel i.
+    Initial beta = 1 and gamma = 0.1 I; beta >= 1e-6 and gamma >= 0 throughout training.
+    """
+
+    def __init__(self, inverse=False, beta_min=1e-6, gamma_init=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.inverse = bool(inverse)
+        self.beta_min = float(beta_min)
+        self.gamma_init = float(gamma_init)
+        self._beta = NonNegative(beta_min)
+        self._gamma = NonNegative(0.0)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.beta_param = self.add_weight(
+            name="beta",
+            shape=(channels,),
+            initializer=lambda shape, dtype=None: self._beta.init(tf.ones(shape)),
+        )
+        self.gamma_param = self.add_weight(
+            name="gamma",
+            shape=(channels, channels),
+            initializer=lambda shape, dtype=None: self._gamma.init(self.gamma_init * tf.eye(shape[0])),
+        )
+
+    @property
+    def beta(self):
+        return self._beta(self.beta_param)
+
+    @property
+    def gamma(self):
+        return self._gamma(self.gamma_param)
+
+    def call(self, x):
+        # sum_j gamma_ij x_j^2 is a 1x1 convolution with kernel[0, 0, j, i] = gamma[i, j].
+        kernel = tf.transpose(self.gamma)[None, None]
+        norm = tf.nn.conv2d(tf.square(x), kernel, strides=1, padding="VALID")
+        norm = tf.nn.bias_add(norm, self.beta)
+        return x * tf.sqrt(norm) if self.inverse else x * tf.math.rsqrt(norm)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(inverse=self.inverse, beta_min=self.beta_min, gamma_init=self.gamma_init)
+        return config
+
+
+def conv(filters, kernel_size, strides=1, name=None):
+    """Convolution padded (kernel_size - 1) / 2 on every side, as the references do.
+
+    Keras' "same" padding is asymmetric for stride 2 (one pixel top/left, two bottom/right), which would
+    shift every layer by half a pixel relative to the references and stop weights from carrying over.
+    The output size is ceil(input / strides) for any input size.
+    """
+    pad = (kernel_size - 1) // 2
+    return keras.Sequential(
+        [
+            keras.layers.ZeroPadding2D(pad),
+            keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid"),
+        ],
+        name=name,
+    )
+
+
+def deconv(filters, kernel_size, strides=2, name=None):
+    """Transposed convolution producing exactly `strides` times the input size, aligned like the references.
+
+    PyTorch's ConvTranspose2d(k, s, padding=(k-1)/2, output_padding=s-1) places input i at output
+    s*i - (k-1)/2 + k_index; a "valid" transposed convolution places it at s*i + k_index, so we crop
+    (k-1)/2 in front and keep s * input. Keras' "same" would sit one pixel off.
+    """
+    pad = (kernel_size - 1) // 2
+    tail = kernel_size - strides - pad  # valid output is s*(n-1) + k = s*n + (k - s)
+    return keras.Sequential(
+        [
+            keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid"),
+            keras.layers.Cropping2D(((pad, tail), (pad, tail))),
+        ],
+        name=name,
+    )

@@ -1,0 +1,210 @@
+"""The paper's two models as keras.Model subclasses, trained on rate + lambda * distortion (eq. 10).
+
+    FactorizedPrior:  x -g_a-> y -Q-> y_hat -g_s-> x_hat;  y_hat coded with the factorized density (eq. 6)
+    ScaleHyperprior:  additionally |y| -h_a-> z -Q-> z_hat -h_s-> sigma_hat; y_hat coded with N(0, sigma_hat^2)
+                      convolved with a unit uniform (eq. 7, 11), z_hat with the factorized density (eq. 9)
+
+Images are float32 NHWC in [0, 1], of any size: the input is padded to a multiple of 16 by repeating
+its border and the reconstruction is cropped back.
+"""
+import keras
+import tensorflow as tf
+
+from tfhyper import losses, paper
+from tfhyper.entropy_models import EntropyBottleneck, GaussianConditional
+from tfhyper.transforms import (
+    analysis_transform,
+    hyper_analysis_transform,
+    hyper_synthesis_transform,
+    synthesis_transform,
+)
+
+DISTORTIONS = ("mse", "ms-ssim")
+
+
+def pad_to_multiple(x, multiple):
+    """Pad the bottom and right of NHWC `x` to multiples of `multiple` by repeating the last row/column.
+
+    Repeating the border (rather than zeros) adds no artificial edge for the transforms to code.
+    """
+    pad_h = (-tf.shape(x)[1]) % multiple
+    pad_w = (-tf.shape(x)[2]) % multiple
+    x = tf.concat([x, tf.repeat(x[:, -1:], pad_h, axis=1)], axis=1)
+    return tf.concat([x, tf.repeat(x[:, :, -1:], pad_w, axis=2)], axis=2)
+
+
+class CompressionModel(keras.Model):
+    """What both models share: the image autoencoder g_a / g_s, the loss of eq. 10, metrics and training steps.
+
+    loss = bpp + lmbda * D, with D = MSE on the 0..255 scale or 1 - MS-SSIM (`distortion`), matching the
+    lambdas in `paper.QUALITIES`.
+    """
+
+    def __init__(
+        self,
+        num_filters=128,
+        latent_filters=192,
+        lmbda=0.0130,
+        distortion="mse",
+        density_filters=paper.DENSITY_FILTERS,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if distortion not in DISTORTIONS:
+            raise ValueError(f"distortion must be one of {DISTORTIONS}, got {distortion!r}")
+        self.num_filters = int(num_filters)
+        self.latent_filters = int(latent_filters)
+        self.lmbda = float(lmbda)
+        self.distortion = distortion
+        self.density_filters = tuple(int(f) for f in density_filters)
+        self.g_a = analysis_transform(self.num_filters, self.latent_filters)
+        self.g_s = synthesis_transform(self.num_filters)
+        self._trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "bpp", "bpp_y", "bpp_z", "mse", "psnr", "ms_ssim")
+        }
+
+    # -- the data path ------------------------------------------------------------------------------
+    def call(self, x, training=False):
+        """Returns (x_hat, {"y": likelihoods of y, "z": likelihoods of z (hyperprior only)})."""
+        height, width = tf.shape(x)[1], tf.shape(x)[2]
+        y = self.analysis(x)
+        y_tilde, likelihoods = self.latent_likelihoods(y, training)
+        x_hat = self.synthesis(y_tilde, height, width)
+        return x_hat, likelihoods
+
+    def analysis(self, x):
+        """g_a on the border-padded image; y has ceil(H/16) x ceil(W/16) positions."""
+        y = self.g_a(pad_to_multiple(x, paper.Y_DOWNSAMPLING))
+        # Entropy models run in float32 even when the transforms compute in a mixed-precision policy.
+        return tf.cast(y, tf.float32)
+
+    def synthesis(self, y_hat, height, width):
+        x_hat = self.g_s(y_hat)
+        return tf.cast(x_hat[:, :height, :width, :], tf.float32)
+
+    def latent_likelihoods(self, y, training):
+        raise NotImplementedError
+
+    # -- the loss of eq. 10 ---------------------------------------------------------------------------
+    def rate_distortion(self, x, training):
+        """Per-image terms of eq. 10: bits per pixel of y and z, distortion, and the reconstruction."""
+        x_hat, likelihoods = self(x, training=training)
+        num_pixels = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
+        terms = {
+            "x_hat": x_hat,
+            "bpp_y": losses.bits_from_likelihoods(likelihoods["y"]) / num_pixels,
+            "bpp_z": (
+                losses.bits_from_likelihoods(likelihoods["z"]) / num_pixels
+                if "z" in likelihoods
+                else tf.zeros(tf.shape(x)[:1])
+            ),
+            "mse": losses.mse_255(x, x_hat),
+        }
+        terms["bpp"] = terms["bpp_y"] + terms["bpp_z"]
+        if self.distortion == "ms-ssim":
+            terms["ms_ssim"] = losses.ms_ssim(x, x_hat)
+            terms["loss"] = terms["bpp"] + self.lmbda * (1.0 - terms["ms_ssim"])
+        else:
+            terms["loss"] = terms["bpp"] + self.lmbda * terms["mse"]
+        return terms
+
+    def _update_metrics(self, x, terms):
+        terms = dict(terms)
+        terms["psnr"] = losses.psnr_from_mse_255(terms["mse"])
+        if "ms_ssim" not in terms and min(x.shape[1] or 0, x.shape[2] or 0) >= losses.MS_SSIM_MIN_SIDE:
+            terms["ms_ssim"] = losses.ms_ssim(x, tf.clip_by_value(terms["x_hat"], 0.0, 1.0))
+        for name, tracker in self._trackers.items():
+            if name in terms:
+                tracker.update_state(terms[name])
+        return {name: tracker.result() for name, tracker in self._trackers.items() if name in terms}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def train_step(self, x):
+        with tf.GradientTape() as tape:
+            terms = self.rate_distortion(x, training=True)
+            loss = tf.reduce_mean(terms["loss"])
+            scaled = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self._update_metrics(x, terms)
+
+    def test_step(self, x):
+        terms = self.rate_distortion(x, training=False)
+        terms["x_hat"] = tf.clip_by_value(terms["x_hat"], 0.0, 1.0)
+        terms["mse"] = losses.mse_255(x, terms["x_hat"])
+        return self._update_metrics(x, terms)
+
+    def build(self, input_shape=None):
+        # Running the data path once creates every weight (needed before loading saved weights).
+        self.call(tf.zeros((1, 64, 64, 3)), training=False)
+        self.built = True
+
+    def get_config(self):
+        return {
+            "num_filters": self.num_filters,
+            "latent_filters": self.latent_filters,
+            "lmbda": self.lmbda,
+            "distortion": self.distortion,
+            "density_filters": self.density_filters,
+            "name": self.name,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfhyper")
+class FactorizedPrior(CompressionModel):
+    """Ballé et al. 2017's model as the paper's baseline: y coded with the factorized density (eq. 6)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entropy_bottleneck = EntropyBottleneck(
+            self.latent_filters, self.density_filters, name="entropy_bottleneck", dtype="float32"
+        )
+
+    def latent_likelihoods(self, y, training):
+        y_tilde, y_likelihoods = self.entropy_bottleneck(y, training=training)
+        return y_tilde, {"y": y_likelihoods}
+
+
+@keras.saving.register_keras_serializable(package="tfhyper")
+class ScaleHyperprior(CompressionModel):
+    """The paper's model (figure 3, right): z = h_a(|y|) is side information carrying the scales of y."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.h_a = hyper_analysis_transform(self.num_filters)
+        self.h_s = hyper_synthesis_transform(self.num_filters, self.latent_filters)
+        self.entropy_bottleneck = EntropyBottleneck(
+            self.num_filters, self.density_filters, name="entropy_bottleneck", dtype="float32"
+        )
+        self.gaussian_conditional = GaussianConditional(name="gaussian_conditional", dtype="float32")
+
+    def hyper_analysis(self, y):
+        return tf.cast(self.h_a(tf.abs(y)), tf.float32)
+
+    def hyper_synthesis(self, z_hat, y_shape):
+        """sigma_hat = h_s(z_hat), cropped to y's positions (z covers ceil(H_y / 4) * 4 >= H_y)."""
+        sigma = self.h_s(z_hat)
+        return tf.cast(sigma[:, : y_shape[1], : y_shape[2], :], tf.float32)
+
+    def latent_likelihoods(self, y, training):
+        z = self.hyper_analysis(y)
+        z_tilde, z_likelihoods = self.entropy_bottleneck(z, training=training)
+        sigma = self.hyper_synthesis(z_tilde, tf.shape(y))
+        y_tilde, y_likelihoods = self.gaussian_conditional(y, sigma, training=training)
+        return y_tilde, {"y": y_likelihoods, "z": z_likelihoods}
+
+
+def load_model(path):
+    """Loads a model saved with `model.save(path)` (a `.keras` file)."""
+    return keras.models.load_model(path)
+
+
+def model_for_quality(kind, quality, distortion="mse", **kwargs):
+    """The paper's model at one of its eight rate points: N, M and lambda from `paper.QUALITIES`."""
+    q = paper.QUALITIES[quality]
+    cls = {"hyperprior": ScaleHyperprior, "factorized": FactorizedPrior}[kind]
+    return cls(q.num_filters, q.latent_filters, q.lmbda(distortion), distortion, **kwargs)

@@ -1,0 +1,73 @@
+"""The four transforms of Figure 4.
+
+    g_a (analysis):         conv N 5x5/2, GDN, conv N 5x5/2, GDN, conv N 5x5/2, GDN, conv M 5x5/2
+    g_s (synthesis):        deconv N 5x5/2, IGDN, deconv N 5x5/2, IGDN, deconv N 5x5/2, IGDN, deconv 3 5x5/2
+    h_a (hyper-analysis):   |y|, conv N 3x3/1, ReLU, conv N 5x5/2, ReLU, conv N 5x5/2
+    h_s (hyper-synthesis):  deconv N 5x5/2, ReLU, deconv N 5x5/2, ReLU, conv M 3x3/1, ReLU
+
+Layer names match the references' indices (g_a.0, g_a.2, ...) so that weights can be mapped one to one.
+"""
+import keras
+
+from tfhyper.layers import GDN, conv, deconv
+
+
+def analysis_transform(num_filters, latent_filters, name="g_a"):
+    """g_a: x -> y, downsampling by 16."""
+    return keras.Sequential(
+        [
+            conv(num_filters, 5, 2, name="conv0"),
+            GDN(name="gdn0"),
+            conv(num_filters, 5, 2, name="conv1"),
+            GDN(name="gdn1"),
+            conv(num_filters, 5, 2, name="conv2"),
+            GDN(name="gdn2"),
+            conv(latent_filters, 5, 2, name="conv3"),
+        ],
+        name=name,
+    )
+
+
+def synthesis_transform(num_filters, name="g_s"):
+    """g_s: y_hat -> x_hat, upsampling by 16, ending in 3 channels."""
+    return keras.Sequential(
+        [
+            deconv(num_filters, 5, 2, name="deconv0"),
+            GDN(inverse=True, name="igdn0"),
+            deconv(num_filters, 5, 2, name="deconv1"),
+            GDN(inverse=True, name="igdn1"),
+            deconv(num_filters, 5, 2, name="deconv2"),
+            GDN(inverse=True, name="igdn2"),
+            deconv(3, 5, 2, name="deconv3"),
+        ],
+        name=name,
+    )
+
+
+def hyper_analysis_transform(num_filters, name="h_a"):
+    """h_a: |y| -> z, downsampling by 4. The caller passes |y| (figure 4)."""
+    return keras.Sequential(
+        [
+            conv(num_filters, 3, 1, name="conv0"),
+            keras.layers.ReLU(),
+            conv(num_filters, 5, 2, name="conv1"),
+            keras.layers.ReLU(),
+            conv(num_filters, 5, 2, name="conv2"),
+        ],
+        name=name,
+    )
+
+
+def hyper_synthesis_transform(num_filters, latent_filters, name="h_s"):
+    """h_s: z_hat -> sigma_hat, upsampling by 4; the final ReLU keeps sigma non-negative."""
+    return keras.Sequential(
+        [
+            deconv(num_filters, 5, 2, name="deconv0"),
+            keras.layers.ReLU(),
+            deconv(num_filters, 5, 2, name="deconv1"),
+            keras.layers.ReLU(),
+            conv(latent_filters, 3, 1, name="conv2"),
+            keras.layers.ReLU(),
+        ],
+        name=name,
+    )
