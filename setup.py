@@ -24,6 +24,7 @@ setup(
         "pillow>=11.0",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        "tensorboard>=2.18",  # TensorFlow no longer pulls it in; training logs need it
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],

@@ -123,7 +123,8 @@ class CompressionModel(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
-    def train_step(self, x):
+    def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             terms = self.rate_distortion(x, training=True)
             loss = tf.reduce_mean(terms["loss"])
@@ -132,7 +133,8 @@ class CompressionModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return self._update_metrics(x, terms)
 
-    def test_step(self, x):
+    def test_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         terms = self.rate_distortion(x, training=False)
         terms["x_hat"] = tf.clip_by_value(terms["x_hat"], 0.0, 1.0)
         terms["mse"] = losses.mse_255(x, terms["x_hat"])
