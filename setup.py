@@ -12,6 +12,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfhyper", "tfhyper.*"]),
+    # The paper's published Kodak curves (see tfhyper/reference/README.md for their source).
+    package_data={"tfhyper.reference": ["README.md", "kodak/*.csv"]},
     install_requires=[
         "tensorflow>=2.20",
         "keras>=3.10",
@@ -24,6 +26,7 @@ setup(
         "pillow>=11.0",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        "pillow-heif>=1.8",  # HEVC intra (the codec inside BPG) for the baselines
         "tensorboard>=2.18",  # TensorFlow no longer pulls it in; training logs need it
     ],
     extras_require={
