@@ -62,6 +62,7 @@ def numpy_gaussian_likelihood(v, sigma):
 
 
 def randomize(model, seed=0):
+    model.build()
     rng = np.random.default_rng(seed)
     for w in model.entropy_bottleneck.weights:
         w.assign(w.numpy() + rng.normal(scale=0.3, size=w.shape))
@@ -151,6 +152,15 @@ def test_save_and_load_give_identical_outputs(cls, tmp_path):
     np.testing.assert_array_equal(a_hat.numpy(), b_hat.numpy())
     for key in a_lik:
         np.testing.assert_array_equal(a_lik[key].numpy(), b_lik[key].numpy())
+    # The integer coding tables travel with the model, so the reloaded one decodes the same files.
+    assert loaded.coding_tables is not None and loaded.fingerprint() == model.fingerprint()
+    assert loaded.coding_tables.keys() == model.coding_tables.keys()
+    for key, value in model.coding_tables.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(loaded.coding_tables[key], value)
+        else:
+            for name, array in value.to_dict().items():
+                np.testing.assert_array_equal(loaded.coding_tables[key].to_dict()[name], array)
 
 
 def count_parameters(n, m):

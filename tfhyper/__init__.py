@@ -1,13 +1,28 @@
-"""tfhyper: Ballé et al. 2018, "Variational image compression with a scale hyperprior", in TensorFlow 2 / Keras 3."""
-from tfhyper.errors import BitstreamError, TfhyperError
-from tfhyper.models import FactorizedPrior, ScaleHyperprior, load_model, model_for_quality
+"""tfhyper: Ballé et al. 2018, "Variational image compression with a scale hyperprior", in TensorFlow 2 / Keras 3.
 
-__all__ = [
-    "BitstreamError",
-    "FactorizedPrior",
-    "ScaleHyperprior",
-    "TfhyperError",
-    "load_model",
-    "model_for_quality",
-]
+The public names are loaded on first use, so that `import tfhyper` (and `python -m tfhyper --help`) does not
+pay for importing TensorFlow until a model is needed.
+"""
+import importlib
+
+from tfhyper.errors import BitstreamError, TfhyperError
+
+_LAZY = {
+    "FactorizedPrior": "tfhyper.models",
+    "ScaleHyperprior": "tfhyper.models",
+    "load_model": "tfhyper.models",
+    "model_for_quality": "tfhyper.models",
+    "compress": "tfhyper.codec",
+    "decompress": "tfhyper.codec",
+}
+
+__all__ = ["BitstreamError", "TfhyperError", *_LAZY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tfhyper' has no attribute {name!r}")

@@ -5,7 +5,10 @@ are the differential cross entropies under the uniform-convolved priors (eq. 6, 
 rounds: y_hat = round(y), and z_hat = round(z - median) + median, so that the quantization grid of each
 channel of z is centred on the mode region of its density, as the references do.
 """
+import math
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfhyper import paper
@@ -29,19 +32,36 @@ class EntropyBottleneck(keras.layers.Layer):
 
     One non-parametric density per channel (appendix 6.1), shared over spatial positions (section 4.1),
     convolved with U(-1/2, 1/2) (appendix 6.2).
+
+    The quantization offsets are the densities' medians, found by bisection whenever needed, or, with
+    `fixed_medians=True`, stored values (imported weights carry the medians their codec used).
     """
 
-    def __init__(self, channels, filters=paper.DENSITY_FILTERS, init_scale=paper.DENSITY_INIT_SCALE, **kwargs):
+    def __init__(
+        self,
+        channels,
+        filters=paper.DENSITY_FILTERS,
+        init_scale=paper.DENSITY_INIT_SCALE,
+        fixed_medians=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.channels = int(channels)
         self.filters = tuple(int(f) for f in filters)
         self.init_scale = float(init_scale)
+        self.fixed_medians = bool(fixed_medians)
         self.density = NonParametricDensity(self.channels, self.filters, self.init_scale, name="density")
 
     def build(self, input_shape=None):
         self.density.build()
+        if self.fixed_medians:
+            self.stored_medians = self.add_weight(
+                name="medians", shape=(self.channels,), initializer="zeros", trainable=False
+            )
 
     def medians(self):
+        if self.fixed_medians:
+            return tf.convert_to_tensor(self.stored_medians)
         return self.density.median()
 
     def to_symbols(self, v, medians=None):
@@ -63,7 +83,12 @@ class EntropyBottleneck(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(channels=self.channels, filters=self.filters, init_scale=self.init_scale)
+        config.update(
+            channels=self.channels,
+            filters=self.filters,
+            init_scale=self.init_scale,
+            fixed_medians=self.fixed_medians,
+        )
         return config
 
 
@@ -89,3 +114,67 @@ class GaussianConditional(keras.layers.Layer):
         config = super().get_config()
         config.update(scale_bound=self.scale_bound)
         return config
+
+
+# -- Integer coding tables -------------------------------------------------------------------------
+# Built once after training (`ScaleHyperprior.update_tables()`, also run by `save`) and saved with the
+# model, so that decoding never rebuilds them from floating point.
+
+
+def _standard_normal_upper_tail(x):
+    """Q(x) = 1 - Phi(x) in float64, accurate in the tail (math.erfc is correctly rounded)."""
+    return 0.5 * np.vectorize(math.erfc)(np.asarray(x, np.float64) / math.sqrt(2.0))
+
+
+def gaussian_tables(scales, tail_mass=paper.TAIL_MASS, precision=16):
+    """One table per coding scale: the pmf of eq. 11 on [-half, half] with half = ceil(s * Q^-1(tail/2)).
+
+    The mass beyond +-(half + 1/2) (at most `tail_mass`) goes to the escape symbol.
+    """
+    from tfhyper import coder
+
+    multiplier = _inverse_upper_tail(tail_mass / 2)
+    pmfs, offsets, overflows = [], [], []
+    for s in np.asarray(scales, np.float64):
+        half = max(1, math.ceil(s * multiplier))
+        k = np.arange(-half, half + 1, dtype=np.float64)
+        a = np.abs(k)
+        pmf = _standard_normal_upper_tail((a - 0.5) / s) - _standard_normal_upper_tail((a + 0.5) / s)
+        pmfs.append(pmf)
+        offsets.append(-half)
+        overflows.append(2 * float(_standard_normal_upper_tail((half + 0.5) / s)))
+    return coder.CodingTables.from_pmfs(pmfs, offsets, overflows, precision=precision)
+
+
+def _inverse_upper_tail(p):
+    """x with Q(x) = p, by bisection on the monotone tail function (no scipy needed)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _standard_normal_upper_tail(mid) > p:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def factorized_tables(bottleneck, tail_mass=paper.TAIL_MASS, precision=16):
+    """One table per channel of the non-parametric density, over symbols round(v - median) whose interval
+    lies between the tail quantiles; returns (tables, medians) with medians float32 as used for coding."""
+    from tfhyper import coder
+
+    tails = bottleneck.density.quantiles([tail_mass / 2, 1 - tail_mass / 2]).numpy().astype(np.float64)
+    medians = bottleneck.medians().numpy().astype(np.float32)
+    low = np.floor(np.minimum(tails[:, 0] - medians, 0)).astype(np.int64)
+    high = np.ceil(np.maximum(tails[:, 1] - medians, 0)).astype(np.int64)
+    length = int(np.max(high - low)) + 1
+    grid = medians[:, None].astype(np.float32) + (low[:, None] + np.arange(length)[None, :]).astype(np.float32)
+    # Evaluate eq. 30 for every channel on its own grid: (1, length, 1, channels).
+    pmf_all = bottleneck.density.likelihood(tf.constant(grid.T[None, :, None, :])).numpy()[0, :, 0, :].T
+    pmfs, overflows = [], []
+    for c in range(bottleneck.channels):
+        pmf = pmf_all[c, : high[c] - low[c] + 1].astype(np.float64)
+        pmfs.append(pmf)
+        overflows.append(max(0.0, 1.0 - float(pmf.sum())))
+    tables = coder.CodingTables.from_pmfs(pmfs, low.astype(np.int32), overflows, precision=precision)
+    return tables, medians

@@ -7,11 +7,16 @@
 Images are float32 NHWC in [0, 1], of any size: the input is padded to a multiple of 16 by repeating
 its border and the reconstruction is cropped back.
 """
+import hashlib
+import json
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfhyper import losses, paper
-from tfhyper.entropy_models import EntropyBottleneck, GaussianConditional
+from tfhyper.densities import scale_table
+from tfhyper.entropy_models import EntropyBottleneck, GaussianConditional, factorized_tables, gaussian_tables
 from tfhyper.transforms import (
     analysis_transform,
     hyper_analysis_transform,
@@ -47,9 +52,11 @@ class CompressionModel(keras.Model):
         lmbda=0.0130,
         distortion="mse",
         density_filters=paper.DENSITY_FILTERS,
+        fixed_medians=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.fixed_medians = bool(fixed_medians)
         if distortion not in DISTORTIONS:
             raise ValueError(f"distortion must be one of {DISTORTIONS}, got {distortion!r}")
         self.num_filters = int(num_filters)
@@ -145,6 +152,41 @@ class CompressionModel(keras.Model):
         self.call(tf.zeros((1, 64, 64, 3)), training=False)
         self.built = True
 
+    # -- integer coding tables (see entropy_models and codec) ----------------------------------------------
+    coding_tables = None  # {"y": CodingTables, "z": CodingTables or absent, "medians": float32 array}
+
+    def update_tables(self, precision=16):
+        """Builds the integer coding tables from the trained densities; run after training (`save` does)."""
+        raise NotImplementedError
+
+    def save(self, filepath, *args, **kwargs):
+        """Saves the model with its integer coding tables, rebuilt from the current weights first."""
+        if not self.built:
+            self.build()
+        self.update_tables()
+        return super().save(filepath, *args, **kwargs)
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        for name, array in _tables_to_arrays(self.coding_tables).items():
+            store[name] = array
+
+    def load_own_variables(self, store):
+        arrays = {key: np.asarray(store[key]) for key in store.keys() if key.startswith("tables.")}
+        self.coding_tables = _tables_from_arrays(arrays) if arrays else None
+
+    def fingerprint(self):
+        """4 bytes identifying this model's weights and tables: files are only decoded by the model that wrote them."""
+        if self.coding_tables is None:
+            raise ValueError("the model has no coding tables yet: call update_tables() (or save it) first")
+        digest = hashlib.sha256(type(self).__name__.encode())
+        digest.update(json.dumps(self.get_config(), sort_keys=True).encode())
+        for weight in self.weights:
+            digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+        for name, array in sorted(_tables_to_arrays(self.coding_tables).items()):
+            digest.update(name.encode() + np.ascontiguousarray(array).tobytes())
+        return digest.digest()[:4]
+
     def get_config(self):
         return {
             "num_filters": self.num_filters,
@@ -152,6 +194,7 @@ class CompressionModel(keras.Model):
             "lmbda": self.lmbda,
             "distortion": self.distortion,
             "density_filters": self.density_filters,
+            "fixed_medians": self.fixed_medians,
             "name": self.name,
         }
 
@@ -163,12 +206,20 @@ class FactorizedPrior(CompressionModel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.entropy_bottleneck = EntropyBottleneck(
-            self.latent_filters, self.density_filters, name="entropy_bottleneck", dtype="float32"
+            self.latent_filters,
+            self.density_filters,
+            fixed_medians=self.fixed_medians,
+            name="entropy_bottleneck",
+            dtype="float32",
         )
 
     def latent_likelihoods(self, y, training):
         y_tilde, y_likelihoods = self.entropy_bottleneck(y, training=training)
         return y_tilde, {"y": y_likelihoods}
+
+    def update_tables(self, precision=16):
+        tables, medians = factorized_tables(self.entropy_bottleneck, precision=precision)
+        self.coding_tables = {"y": tables, "medians": medians}
 
 
 @keras.saving.register_keras_serializable(package="tfhyper")
@@ -180,7 +231,11 @@ class ScaleHyperprior(CompressionModel):
         self.h_a = hyper_analysis_transform(self.num_filters)
         self.h_s = hyper_synthesis_transform(self.num_filters, self.latent_filters)
         self.entropy_bottleneck = EntropyBottleneck(
-            self.num_filters, self.density_filters, name="entropy_bottleneck", dtype="float32"
+            self.num_filters,
+            self.density_filters,
+            fixed_medians=self.fixed_medians,
+            name="entropy_bottleneck",
+            dtype="float32",
         )
         self.gaussian_conditional = GaussianConditional(name="gaussian_conditional", dtype="float32")
 
@@ -198,6 +253,41 @@ class ScaleHyperprior(CompressionModel):
         sigma = self.hyper_synthesis(z_tilde, tf.shape(y))
         y_tilde, y_likelihoods = self.gaussian_conditional(y, sigma, training=training)
         return y_tilde, {"y": y_likelihoods, "z": z_likelihoods}
+
+    def update_tables(self, precision=16):
+        z_tables, medians = factorized_tables(self.entropy_bottleneck, precision=precision)
+        y_tables = gaussian_tables(scale_table(), precision=precision)
+        self.coding_tables = {"y": y_tables, "z": z_tables, "medians": medians, "scales": scale_table()}
+
+
+def _tables_to_arrays(tables):
+    """The coding tables as named numpy arrays (how they are stored inside a saved model)."""
+    if tables is None:
+        return {}
+    arrays = {}
+    for key, value in tables.items():
+        if isinstance(value, np.ndarray):
+            arrays[f"tables.{key}"] = value
+        else:
+            for name, array in value.to_dict().items():
+                arrays[f"tables.{key}.{name}"] = array
+    return arrays
+
+
+def _tables_from_arrays(arrays):
+    from tfhyper.coder import CodingTables
+
+    tables, groups = {}, {}
+    for name, array in arrays.items():
+        parts = name.split(".")
+        if len(parts) == 2:
+            tables[parts[1]] = array
+        else:
+            groups.setdefault(parts[1], {})[parts[2]] = array
+    for key, group in groups.items():
+        tables[key] = CodingTables.from_dict(group)
+        tables[key].validate()
+    return tables
 
 
 def load_model(path):

@@ -1,0 +1,238 @@
+"""compress / decompress: round trips, rate honesty, cross-machine safety, robustness, command line."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tfhyper
+from tfhyper import codec, coder
+from tfhyper.errors import BitstreamError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def perturbed(model, seed):
+    """A model whose channels differ (a fresh one has identical densities in every channel)."""
+    model.build()
+    rng = np.random.default_rng(seed)
+    for w in model.entropy_bottleneck.weights:
+        w.assign(w.numpy() + rng.normal(scale=0.5, size=w.shape))
+    for w in model.g_a.weights[-2:]:  # wider latents, so that y spans several symbols
+        w.assign(w.numpy() * 4)
+    model.update_tables()
+    return model
+
+
+@pytest.fixture(scope="module")
+def hyperprior():
+    return perturbed(tfhyper.ScaleHyperprior(16, 24), 0)
+
+
+@pytest.fixture(scope="module")
+def factorized():
+    return perturbed(tfhyper.FactorizedPrior(16, 24), 1)
+
+
+def random_image(h, w, seed):
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (max(h // 4, 1), max(w // 4, 1), 3)).astype(np.float32)
+    smooth = tf.image.resize(coarse[None], (h, w)).numpy()[0]
+    return np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+
+
+SIZES = [(1, 1), (17, 31), (64, 64), (768, 512), (512, 768)]
+
+
+@pytest.mark.parametrize("kind", ["hyperprior", "factorized"])
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip_equals_reconstruction_from_rounded_latents(kind, size, hyperprior, factorized):
+    model = hyperprior if kind == "hyperprior" else factorized
+    image = random_image(*size, seed=size[0])
+    _, segments = codec.symbols_and_indexes(model, image)
+    data = codec.compress(model, image)
+    header, decoded = codec.decode_symbols(model, data)
+    np.testing.assert_array_equal(decoded["y"], segments[-1][0])
+    if kind == "hyperprior":
+        np.testing.assert_array_equal(decoded["z"], segments[0][0])
+    assert (header.height, header.width) == size
+    # The model's own reconstruction from rounded latents, through the float model:
+    x = tf.constant(image[None], tf.float32) / 255.0
+    y = model.analysis(x)
+    if kind == "hyperprior":
+        y_hat = tf.round(y)
+    else:
+        y_hat, _ = model.entropy_bottleneck(y, training=False)
+    expected = model.synthesis(y_hat, *size).numpy()[0]
+    expected = np.clip(np.round(expected * 255), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(tfhyper.decompress(model, data), expected)
+
+
+def test_file_size_is_close_to_the_estimate(hyperprior):
+    image = random_image(256, 384, seed=3)
+    _, segments = codec.symbols_and_indexes(hyperprior, image)
+    ideal_bits = sum(coder.estimate_bits(*segment) for segment in segments)
+    data = codec.compress(hyperprior, image)
+    # header (~30 bytes) + coder termination; the precise Kodak figures come from experiments.benchmark_codec
+    assert len(data) * 8 <= ideal_bits + 8 * 64
+
+
+def test_integer_path_is_independent_of_summation_order(hyperprior):
+    """The float64 BLAS path gives the same integers as pure int64 arithmetic summed in reverse order."""
+    ihs = codec._integer_hyper_synthesis(hyperprior)
+    rng = np.random.default_rng(0)
+    z = rng.integers(-6, 7, (5, 7, 16))
+    expected = ihs.sigma_fixed_point(z, (20, 28))
+    x = np.clip(z * 2**16 + ihs.medians_q.astype(np.int64), -(2**25), 2**25)
+    for layer in ihs.layers:
+        x = _int_layer(layer, x, layer.kernel.astype(np.int64))
+    x = np.maximum(x[:20, :28], ihs.bound_q)
+    np.testing.assert_array_equal(expected, x)
+
+
+def _int_layer(layer, x, kernel):
+    """The same layer in pure int64 arithmetic (numpy einsum on integers: exact by construction)."""
+    k = kernel.shape[0]
+    pad = (k - 1) // 2
+    h, w, _ = x.shape
+    if layer.transposed:
+        full = np.zeros((2 * h + k - 1, 2 * w + k - 1, kernel.shape[3]), np.int64)
+        for a in reversed(range(k)):
+            for b in reversed(range(k)):
+                full[a : a + 2 * h : 2, b : b + 2 * w : 2] += np.einsum("hwi,io->hwo", x, kernel[a, b])
+        out = full[pad : pad + 2 * h, pad : pad + 2 * w]
+    else:
+        padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+        out = np.zeros((h, w, kernel.shape[3]), np.int64)
+        for a in reversed(range(k)):
+            for b in reversed(range(k)):
+                out += np.einsum("hwi,io->hwo", padded[a : a + h, b : b + w], kernel[a, b])
+    out = out + layer.bias.astype(np.int64)
+    # round half up of out / 2^f, in integers: floor((out + 2^(f-1)) / 2^f) (f >= 1 for these layers)
+    f = layer.fraction.astype(np.int64)
+    out = np.floor_divide(out + (np.int64(1) << (f - 1)), np.int64(1) << f)
+    if layer.relu:
+        out = np.maximum(out, 0)
+    return np.clip(out, -(2**25), 2**25)
+
+
+CROSS_MACHINE_SCRIPT = """
+import os, sys, numpy as np
+sys.path.insert(0, {repo!r})
+import tfhyper
+model = tfhyper.load_model(sys.argv[2])
+if sys.argv[1] == "encode":
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (96, 160, 3)).astype(np.uint8)
+    open(sys.argv[3], "wb").write(tfhyper.compress(model, image))
+else:
+    np.save(sys.argv[3], tfhyper.decompress(model, open(sys.argv[4], "rb").read()))
+"""
+
+
+def test_file_from_one_float_configuration_decodes_identically_in_another(hyperprior, tmp_path):
+    model_path = tmp_path / "model.keras"
+    hyperprior.save(model_path)
+    script = tmp_path / "run.py"
+    script.write_text(CROSS_MACHINE_SCRIPT.format(repo=str(REPO)))
+    base = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS")}
+    encoder_env = dict(base, TF_ENABLE_ONEDNN_OPTS="1", TF_NUM_INTRAOP_THREADS="2")
+    decoder_env = dict(base, TF_ENABLE_ONEDNN_OPTS="0", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1")
+    tfh = tmp_path / "image.tfh"
+    run = lambda env, *args: subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    result = run(encoder_env, "encode", str(model_path), str(tfh))
+    assert result.returncode == 0, result.stderr[-2000:]
+    for env, name in ((decoder_env, "a.npy"), (encoder_env, "b.npy")):
+        result = run(env, "decode", str(model_path), str(tmp_path / name), str(tfh))
+        assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_file_from_another_model_is_refused(hyperprior):
+    other = perturbed(tfhyper.ScaleHyperprior(16, 24), 5)
+    data = codec.compress(other, random_image(32, 32, 1))
+    with pytest.raises(BitstreamError, match="different model"):
+        tfhyper.decompress(hyperprior, data)
+
+
+@pytest.fixture(scope="module")
+def valid_file(hyperprior):
+    return codec.compress(hyperprior, random_image(48, 80, 9))
+
+
+@settings(max_examples=1500, deadline=1000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_truncated_and_random_files_only_raise_bitstream_error(hyperprior, valid_file, data):
+    choice = data.draw(st.integers(0, 3))
+    if choice == 3:
+        # A valid container around a corrupted payload: only the arithmetic decoder can notice.
+        from tfhyper import bitstream
+
+        header, sections = bitstream.unpack(valid_file)
+        payload = bytearray(sections[0])
+        for _ in range(data.draw(st.integers(1, 4))):
+            payload[data.draw(st.integers(0, len(payload) - 1))] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(0, len(payload)))
+        blob = bitstream.pack(header, [bytes(payload[:cut]) + data.draw(st.binary(max_size=8))])
+    elif choice == 0:
+        blob = data.draw(st.binary(max_size=300))
+    elif choice == 1:
+        blob = valid_file[: data.draw(st.integers(0, len(valid_file) - 1))]
+    else:
+        blob = bytearray(valid_file)
+        for _ in range(data.draw(st.integers(1, 4))):
+            blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+        blob = bytes(blob)
+    try:
+        image = tfhyper.decompress(hyperprior, blob)
+    except BitstreamError:
+        return
+    # Only a mutation the checksum cannot see may decode, and then to an image of the declared size.
+    assert image.dtype == np.uint8 and image.shape == (48, 80, 3)
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tfhyper", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_command_line_round_trip_and_errors(hyperprior, tmp_path):
+    from PIL import Image
+
+    model_path = tmp_path / "model.keras"
+    hyperprior.save(model_path)
+    image = random_image(40, 56, 4)
+    png = tmp_path / "in.png"
+    Image.fromarray(image).save(png)
+    before = png.read_bytes()
+    tfh, out = tmp_path / "x.tfh", tmp_path / "out.png"
+    result = cli("compress", model_path, png, tfh)
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes() == before  # the input is never modified
+    result = cli("decompress", model_path, tfh, out)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), tfhyper.decompress(hyperprior, tfh.read_bytes()))
+    info = cli("info", tfh)
+    assert info.returncode == 0 and "40" in info.stdout and "56" in info.stdout
+    # An existing output is kept without --force.
+    stamp = out.read_bytes()
+    refused = cli("decompress", model_path, tfh, out)
+    assert refused.returncode != 0 and "--force" in refused.stderr and out.read_bytes() == stamp
+    assert cli("decompress", model_path, tfh, out, "--force").returncode == 0
+
+    cases = {
+        "missing": ("compress", model_path, tmp_path / "nope.png", tmp_path / "a.tfh"),
+        "not an image": ("compress", model_path, model_path, tmp_path / "b.tfh"),
+        "directory": ("compress", model_path, tmp_path, tmp_path / "c.tfh"),
+        "unwritable": ("compress", model_path, png, tmp_path / "no_such_dir" / "d.tfh"),
+        "bad bitstream": ("decompress", model_path, png, tmp_path / "e.png"),
+    }
+    for name, args in cases.items():
+        result = cli(*args)
+        lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+        assert result.returncode != 0, name
+        assert len(lines) == 1 and lines[0].startswith("error:"), (name, result.stderr[-1500:])

@@ -1,0 +1,78 @@
+"""Training runs: checkpoints, exact resume after interruption, refusal of mixed settings, NaN stop."""
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfhyper.training import RunConfig, TrainingDiverged, train
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def tiny(**overrides):
+    settings = dict(num_filters=8, latent_filters=8, steps=6, checkpoint_every=2, batch_size=2, patch_size=64)
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Simulates a kill right after the checkpoint of the given epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.snapshot = [w.numpy().copy() for w in self.model.weights]
+            self.iterations = int(self.model.optimizer.iterations.numpy())
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_exactly_from_its_checkpoint(tmp_path):
+    config = tiny()
+    interrupt = Interrupt(epoch=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path, verbose=0, extra_callbacks=[interrupt])
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress["steps_done"] == 4 and not (tmp_path / "model.keras").exists()
+
+    from tfhyper import load_model
+
+    restored = load_model(tmp_path / "checkpoint.keras")
+    assert int(restored.optimizer.iterations.numpy()) == interrupt.iterations == 4
+    for saved, now in zip(interrupt.snapshot, restored.weights):
+        np.testing.assert_array_equal(saved, now.numpy())
+
+    model, metrics = train(config, tmp_path, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 6  # resumed at step 4, not restarted
+    assert (tmp_path / "model.keras").exists() and np.isfinite(metrics["loss"])
+    # A finished run is not trained again.
+    again, _ = train(config, tmp_path, verbose=0)
+    assert int(again.optimizer.iterations.numpy()) == 6
+
+
+def test_a_run_directory_refuses_other_settings(tmp_path):
+    train(tiny(steps=2), tmp_path, verbose=0)
+    with pytest.raises(ValueError, match="other settings.*lmbda"):
+        train(tiny(steps=2, lmbda=0.5), tmp_path, verbose=0)
+
+
+def test_training_stops_on_nan(tmp_path):
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        train(tiny(learning_rate=float("inf")), tmp_path, verbose=0)
+    assert not (tmp_path / "model.keras").exists()
+
+
+def test_train_command_on_shared_photos(shared_dir, tmp_path):
+    command = [
+        sys.executable, "-m", "experiments.train", f"--data={shared_dir / 'data/train/bsds500'}",
+        "--num_filters=8", "--latent_filters=8", "--patch_size=64", "--batch_size=2", "--steps=4",
+        "--checkpoint_every=2", f"--model_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "PSNR" in result.stdout and (tmp_path / "run" / "model.keras").exists()

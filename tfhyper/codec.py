@@ -1,0 +1,144 @@
+"""Images to bytes and back with a trained model (figure 3, right: Q, AE and AD).
+
+    compress:    x -g_a-> y;  hyperprior: z = h_a(|y|), z symbols = round(z - median),
+                 table index of each y = integer h_s(z symbols) (see integer_hyper_synthesis);
+                 y symbols = round(y) (factorized: round(y - median)); both coded into one stream
+    decompress:  z symbols -> the same integer indexes -> y symbols -> g_s -> x_hat, clipped to 8 bits
+
+The file is the container of `bitstream` around that stream. Everything a decoder needs besides the
+model (image size, latent shapes) is in the header, and the model is identified by its fingerprint.
+"""
+import numpy as np
+import tensorflow as tf
+
+from tfhyper import bitstream, coder, paper
+from tfhyper.errors import BitstreamError
+from tfhyper.integer_hyper_synthesis import IntegerHyperSynthesis
+from tfhyper.models import ScaleHyperprior
+
+
+def _tables(model):
+    if model.coding_tables is None:
+        model.update_tables()
+    return model.coding_tables
+
+
+def _integer_hyper_synthesis(model):
+    """Cached per model and tables: built from h_s's weights, the stored medians and scale table."""
+    tables = _tables(model)
+    cached = getattr(model, "_integer_hyper_synthesis", None)
+    if cached is None or cached[0] is not tables:
+        ihs = IntegerHyperSynthesis.from_model(model, tables["medians"], tables["scales"])
+        model._integer_hyper_synthesis = (tables, ihs)
+    return model._integer_hyper_synthesis[1]
+
+
+def _check_image(image):
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 RGB array of shape (H, W, 3), got {image.dtype} {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError("the image is empty")
+    if image.shape[0] > bitstream.MAX_SIDE or image.shape[1] > bitstream.MAX_SIDE:
+        raise ValueError(f"images are limited to {bitstream.MAX_SIDE} pixels per side")
+    return image
+
+
+def channel_indexes(shape):
+    """Table index of each element of an (H, W, C) latent coded with one table per channel."""
+    return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape)
+
+
+def analyse(model, image):
+    """The encoder's latents: dict with y (H_y, W_y, M) and, for the hyperprior, z; float32 numpy."""
+    x = tf.constant(image[None], tf.float32) / 255.0
+    y = model.analysis(x)
+    latents = {"y": y.numpy()[0]}
+    if isinstance(model, ScaleHyperprior):
+        latents["z"] = model.hyper_analysis(y).numpy()[0]
+    return latents
+
+
+def symbols_and_indexes(model, image):
+    """What the arithmetic coder receives: a list of (symbols, table indexes, tables) segments."""
+    tables = _tables(model)
+    latents = analyse(model, image)
+    if not isinstance(model, ScaleHyperprior):
+        y_symbols = np.round(latents["y"] - tables["medians"]).astype(np.int64)
+        return latents, [(y_symbols, channel_indexes(y_symbols.shape), tables["y"])]
+    z_symbols = np.round(latents["z"] - tables["medians"]).astype(np.int64)
+    y_indexes = _integer_hyper_synthesis(model).indexes(z_symbols, latents["y"].shape[:2])
+    y_symbols = np.round(latents["y"]).astype(np.int64)
+    return latents, [
+        (z_symbols, channel_indexes(z_symbols.shape), tables["z"]),
+        (y_symbols, y_indexes, tables["y"]),
+    ]
+
+
+def compress(model, image):
+    """uint8 RGB image (H, W, 3) -> bytes of a .tfh file."""
+    image = _check_image(image)
+    latents, segments = symbols_and_indexes(model, image)
+    hyperprior = isinstance(model, ScaleHyperprior)
+    header = bitstream.Header(
+        kind=int(hyperprior),
+        fingerprint=model.fingerprint(),
+        height=image.shape[0],
+        width=image.shape[1],
+        y_shape=latents["y"].shape,
+        z_shape=latents["z"].shape if hyperprior else None,
+    )
+    return bitstream.pack(header, [coder.encode(segments)])
+
+
+def _expected_shapes(model, height, width):
+    y_hw = bitstream.expected_latent_hw(height, width, paper.Y_DOWNSAMPLING)
+    y_shape = (*y_hw, model.latent_filters)
+    if not isinstance(model, ScaleHyperprior):
+        return y_shape, None
+    z_hw = bitstream.expected_latent_hw(height, width, paper.Z_DOWNSAMPLING)
+    return y_shape, (*z_hw, model.num_filters)
+
+
+def decode_symbols(model, data):
+    """bytes -> (header, dict of decoded symbols); raises BitstreamError for anything malformed."""
+    header, sections = bitstream.unpack(data)
+    bitstream.check_fingerprint(header, model.fingerprint())
+    hyperprior = isinstance(model, ScaleHyperprior)
+    if header.kind != int(hyperprior):
+        raise BitstreamError("the file was written by another kind of model")
+    y_shape, z_shape = _expected_shapes(model, header.height, header.width)
+    if tuple(header.y_shape) != y_shape or (z_shape and tuple(header.z_shape) != z_shape):
+        raise BitstreamError("latent shapes in the header do not match the image size and model")
+    if len(sections) != 1:
+        raise BitstreamError(f"expected one coded section, found {len(sections)}")
+    tables = _tables(model)
+    decoder = coder.Decoder(sections[0])
+    symbols = {}
+    if hyperprior:
+        symbols["z"] = decoder.decode(channel_indexes(z_shape), tables["z"])
+        y_indexes = _integer_hyper_synthesis(model).indexes(symbols["z"], y_shape[:2])
+    else:
+        y_indexes = channel_indexes(y_shape)
+    symbols["y"] = decoder.decode(y_indexes, tables["y"])
+    decoder.finish()
+    return header, symbols
+
+
+def reconstruct(model, y_hat, height, width):
+    """g_s on dequantized y, cropped and rounded to 8-bit RGB."""
+    x_hat = model.synthesis(tf.constant(y_hat[None], tf.float32), height, width).numpy()[0]
+    x_hat = np.nan_to_num(x_hat, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(np.round(x_hat * 255.0), 0, 255).astype(np.uint8)
+
+
+def dequantize_y(model, y_symbols):
+    if isinstance(model, ScaleHyperprior):
+        return y_symbols.astype(np.float32)
+    return y_symbols.astype(np.float32) + _tables(model)["medians"]
+
+
+def decompress(model, data):
+    """bytes of a .tfh file -> uint8 RGB image (H, W, 3)."""
+    header, symbols = decode_symbols(model, data)
+    return reconstruct(model, dequantize_y(model, symbols["y"]), header.height, header.width)

@@ -1,0 +1,192 @@
+"""Training runs: Adam on rate + lambda * distortion (section 4.1), resumable, with Keras callbacks.
+
+A run lives in one directory:
+
+    MODEL_DIR/
+      run.json          the settings of the run (a resumed run must match them)
+      checkpoint.keras  the latest model with its optimizer state, replaced atomically
+      progress.json     steps done, written after each checkpoint
+      logs/             TensorBoard
+      model.keras       the final model, written when training finishes
+
+Training is split into "epochs" of `checkpoint_every` steps: Keras checkpoints at epoch ends, so an
+interrupted run resumes at exactly the step of its last checkpoint with the optimizer state intact.
+"""
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import tempfile
+
+import keras
+
+from tfhyper import paper
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that defines a training run; the paper's values are the defaults (section 4.1)."""
+
+    model: str = "hyperprior"  # or "factorized"
+    distortion: str = "mse"  # or "ms-ssim"
+    quality: int = 3  # paper rate point 1..8: N, M and lambda from paper.QUALITIES
+    lmbda: float | None = None  # overrides the quality's lambda
+    num_filters: int | None = None  # overrides the quality's N
+    latent_filters: int | None = None  # overrides the quality's M
+    data: str | None = None  # None: built-in synthetic images; a folder, glob or "tfds:NAME"
+    steps: int = 1_000_000
+    batch_size: int = paper.BATCH_SIZE
+    patch_size: int = paper.PATCH_SIZE
+    learning_rate: float = paper.LEARNING_RATE
+    checkpoint_every: int = 1000
+    downsample: bool = False
+    screen_saturation: bool = False
+    precision: str = "float32"  # Keras dtype policy of the transforms
+    seed: int = 0
+
+    def resolved(self):
+        """N, M and lambda after applying the quality table and any overrides."""
+        q = paper.QUALITIES[self.quality]
+        return (
+            self.num_filters or q.num_filters,
+            self.latent_filters or q.latent_filters,
+            self.lmbda if self.lmbda is not None else q.lmbda(self.distortion),
+        )
+
+
+def build_model(config):
+    import tfhyper
+
+    num_filters, latent_filters, lmbda = config.resolved()
+    cls = {"hyperprior": tfhyper.ScaleHyperprior, "factorized": tfhyper.FactorizedPrior}[config.model]
+    model = cls(num_filters, latent_filters, lmbda=lmbda, distortion=config.distortion)
+    model.build()
+    return model
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the model with its optimizer state at each epoch end: temp file, then rename into place,
+    so that a run killed mid-save still has its previous checkpoint."""
+
+    def __init__(self, run_dir, steps_per_epoch):
+        super().__init__()
+        self.run_dir = pathlib.Path(run_dir)
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and any(not math.isfinite(v) for v in logs.values() if isinstance(v, float)):
+            return  # never checkpoint a diverged model
+        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=self.run_dir)
+        os.close(fd)
+        try:
+            self.model.save(tmp)
+            os.replace(tmp, self.run_dir / "checkpoint.keras")
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        progress = {"epochs_done": epoch + 1, "steps_done": (epoch + 1) * self.steps_per_epoch, "metrics": logs}
+        write_json_atomic(self.run_dir / "progress.json", progress)
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops at the first non-finite loss and remembers it (keras.callbacks.TerminateOnNaN does not)."""
+
+    diverged_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_at = batch
+            self.model.stop_training = True
+
+
+def write_json_atomic(path, obj):
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def train(config, run_dir, verbose=1, extra_callbacks=()):
+    """Trains (or resumes) the run in `run_dir`; returns the final model and its last metrics.
+
+    A finished run is not retrained; a run whose settings differ from `run.json` is refused, so a
+    directory never mixes two experiments.
+    """
+    from tfhyper.data import make_dataset
+    from tfhyper.models import load_model
+
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = dataclasses.asdict(config)
+    run_file = run_dir / "run.json"
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        if previous != settings:
+            changed = sorted(k for k in settings if previous.get(k) != settings[k])
+            raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); use another directory")
+    else:
+        write_json_atomic(run_file, settings)
+
+    final = run_dir / "model.keras"
+    if final.exists():
+        progress = json.loads((run_dir / "progress.json").read_text())
+        return load_model(final), progress.get("metrics", {})
+
+    keras.mixed_precision.set_global_policy(config.precision)
+    steps_per_epoch = min(config.checkpoint_every, config.steps)
+    epochs = math.ceil(config.steps / steps_per_epoch)
+    checkpoint = run_dir / "checkpoint.keras"
+    initial_epoch = 0
+    if checkpoint.exists():
+        model = load_model(checkpoint)
+        initial_epoch = json.loads((run_dir / "progress.json").read_text())["epochs_done"]
+        if verbose:
+            print(f"Resuming {run_dir} at step {initial_epoch * steps_per_epoch} of {epochs * steps_per_epoch}")
+    else:
+        keras.utils.set_random_seed(config.seed)
+        model = build_model(config)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+
+    # A resumed run draws fresh crops instead of replaying the ones it has already trained on.
+    dataset = make_dataset(
+        config.data,
+        patch_size=config.patch_size,
+        batch_size=config.batch_size,
+        downsample=config.downsample,
+        screen_saturation=config.screen_saturation,
+        seed=config.seed + initial_epoch,
+    )
+    nan_guard = StopOnNaN()
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # the dataset shuffles itself
+        verbose=verbose,
+        callbacks=[
+            nan_guard,
+            AtomicCheckpoint(run_dir, steps_per_epoch),
+            keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), update_freq=100),
+            *extra_callbacks,
+        ],
+    )
+    if nan_guard.diverged_at is not None:
+        raise TrainingDiverged(
+            f"loss became NaN or infinite; the last good checkpoint is kept in {run_dir} "
+            "(try a lower --learning_rate)"
+        )
+    metrics = {k: float(v[-1]) for k, v in history.history.items()} if history.history else {}
+    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=run_dir)
+    os.close(fd)
+    model.save(tmp)
+    os.replace(tmp, final)
+    write_json_atomic(run_dir / "progress.json", {"epochs_done": epochs, "steps_done": epochs * steps_per_epoch, "metrics": metrics})
+    return model, metrics
