@@ -182,3 +182,18 @@ def test_paper_sized_hyperprior_has_about_5_07_million_parameters():
     count = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     assert count == count_parameters(128, 192)
     assert 5.06e6 < count < 5.08e6
+
+
+def test_mixed_bfloat16_transforms_keep_float32_entropy_models():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tfhyper.ScaleHyperprior(8, 8, lmbda=0.01)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        logs = model.train_on_batch(images(2, 64, 64), return_dict=True)
+        assert np.isfinite(logs["loss"])
+        assert model.entropy_bottleneck.density.compute_dtype == "float32"
+        assert model.g_a.layers[0].layers[-1].compute_dtype == "bfloat16"
+        _, likelihoods = model(images(1, 64, 64))
+        assert likelihoods["z"].dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -50,7 +50,10 @@ class EntropyBottleneck(keras.layers.Layer):
         self.filters = tuple(int(f) for f in filters)
         self.init_scale = float(init_scale)
         self.fixed_medians = bool(fixed_medians)
-        self.density = NonParametricDensity(self.channels, self.filters, self.init_scale, name="density")
+        # Densities stay in float32 under mixed precision: their tails need the range.
+        self.density = NonParametricDensity(
+            self.channels, self.filters, self.init_scale, name="density", dtype="float32"
+        )
 
     def build(self, input_shape=None):
         self.density.build()

@@ -116,10 +116,11 @@ class CompressionModel(keras.Model):
             terms["loss"] = terms["bpp"] + self.lmbda * terms["mse"]
         return terms
 
-    def _update_metrics(self, x, terms):
+    def _update_metrics(self, x, terms, with_ms_ssim):
         terms = dict(terms)
         terms["psnr"] = losses.psnr_from_mse_255(terms["mse"])
-        if "ms_ssim" not in terms and min(x.shape[1] or 0, x.shape[2] or 0) >= losses.MS_SSIM_MIN_SIDE:
+        big_enough = min(x.shape[1] or 0, x.shape[2] or 0) >= losses.MS_SSIM_MIN_SIDE
+        if with_ms_ssim and "ms_ssim" not in terms and big_enough:
             terms["ms_ssim"] = losses.ms_ssim(x, tf.clip_by_value(terms["x_hat"], 0.0, 1.0))
         for name, tracker in self._trackers.items():
             if name in terms:
@@ -138,14 +139,16 @@ class CompressionModel(keras.Model):
             scaled = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return self._update_metrics(x, terms)
+        # MS-SSIM of an MSE-trained model is an evaluation metric (test_step); computing it on every
+        # training step would cost time for a number nobody optimizes.
+        return self._update_metrics(x, terms, with_ms_ssim=False)
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         terms = self.rate_distortion(x, training=False)
         terms["x_hat"] = tf.clip_by_value(terms["x_hat"], 0.0, 1.0)
         terms["mse"] = losses.mse_255(x, terms["x_hat"])
-        return self._update_metrics(x, terms)
+        return self._update_metrics(x, terms, with_ms_ssim=True)
 
     def build(self, input_shape=None):
         # Running the data path once creates every weight (needed before loading saved weights).
