@@ -69,11 +69,11 @@ def decode_image_bytes(data, *, name="image"):
     except UnidentifiedImageError:
         raise ImageError(f"{name} is not an image Pillow can read") from None
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageError(f"{name} cannot be decoded: {error}") from None
+        raise ImageError(f"{name} cannot be decoded: {_one_line(error)}") from None
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageError(f"{name} is truncated or corrupt: {error}") from None
+        raise ImageError(f"{name} is truncated or corrupt: {_one_line(error)}") from None
     return _to_rgb8(image, name)
 
 
@@ -168,8 +168,8 @@ def _decode_png16(data, name):
 
     try:
         samples = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
-    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-        raise ImageError(f"{name} is truncated or corrupt: {error.message.splitlines()[0]}") from None
+    except tf.errors.OpError as error:
+        raise ImageError(f"{name} is truncated or corrupt: {_one_line(error.message)}") from None
     losses = ["16-bit samples reduced to 8 bits"]
     channels = samples.shape[2]
     if channels in (2, 4):
@@ -201,6 +201,11 @@ def _move_into_place(temporary, path, force):
         if path.exists():
             raise FileExistsError(path) from None
         os.replace(temporary, path)
+
+
+def _one_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _exists_error(path):
