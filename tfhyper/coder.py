@@ -18,9 +18,10 @@ reads them, and carries are propagated after encoding.
 A lane ends owing the decoder its 32-bit window, of which only ``32 - log2 R`` bits carry information. The other
 ``floor(log2 R)`` bits are free: the decoder hands them back to a first-in first-out pool that later reads draw from
 before the file. Lanes therefore retire one at a time at the end of the last segment (the schedule is computed from
-the tables alone, identically on both sides), each freed window feeding the lanes still running, and the last lane's
-window ends the file, where trailing zero bytes are implied. The overhead is about half a bit per lane plus a byte,
-instead of four bytes per lane.
+the tables alone, identically on both sides), each freed window feeding the lanes still running. The last lane's
+free bits hold a check of everything decoded (CRC-32 of the values modulo its range, at least 24 bits), so that a
+corrupted or truncated stream fails instead of decoding to wrong values. The overhead is about half a bit per lane
+plus 4 bytes, instead of four bytes per lane.
 
 Stream layout: one header byte ``(log2 S) << 4 | min(segments, 15)`` (then an unsigned LEB128 of ``segments - 15``
 when ``segments >= 15``), followed by the bit stream. Every segment starts with the count of its escapes (coded
@@ -29,6 +30,7 @@ with a built-in table), then the escapes' sizes and payloads, then its symbols.
 import dataclasses
 import functools
 import math
+import zlib
 
 import numpy as np
 
@@ -46,8 +48,6 @@ _WINDOW_MASK = _FULL_RANGE - 1
 _TABLE_KEY_SHIFT = _PRECISION + 1
 
 _MAX_LANES_LOG2 = 9
-# The encoder drops trailing zero bytes; the decoder reads at most this many bytes past the end.
-_MAX_IMPLIED_BYTES = 4
 _MAX_SYMBOLS = 1 << 40
 _MAX_SEGMENTS = 1 << 24
 
@@ -398,15 +398,18 @@ class _Escapes:
         return cls(lengths, (mantissa << np.uint64(1)) | below.astype(np.uint64), lengths + 1)
 
     def values(self, low, high):
-        """The escaped values, or BitstreamError when one does not fit int64 (exact, in Python integers)."""
-        out = np.empty(self.lengths.size, np.int64)
-        for i, (n, payload) in enumerate(zip(self.lengths.tolist(), self.payload.tolist())):
-            overflow = ((1 << n) | (payload >> 1)) - 1
-            value = int(low[i]) - 1 - overflow if payload & 1 else int(high[i]) + 1 + overflow
-            if not -(2**63) <= value < 2**63:
-                raise BitstreamError("an escaped value does not fit int64")
-            out[i] = value
-        return out
+        """The escaped values, or BitstreamError when one does not fit int64.
+
+        In uint64 arithmetic modulo 2^64, exact because every true result checked or returned lies in range.
+        """
+        u64 = np.uint64
+        below = (self.payload & u64(1)).astype(bool)
+        overflow = ((u64(1) << self.lengths.astype(u64)) | (self.payload >> u64(1))) - u64(1)
+        low, high = low.astype(u64), high.astype(u64)
+        room = np.where(below, low + u64(2**63 - 1), u64(2**63 - 2) - high)  # largest overflow that fits int64
+        if np.any(overflow > room):
+            raise BitstreamError("an escaped value does not fit int64")
+        return np.where(below, low - u64(1) - overflow, high + u64(1) + overflow).view(np.int64)
 
     def cost(self):
         return float(_INTERNAL.bits[_LENGTH_TABLE, self.lengths].sum() + self.nbits.sum())
@@ -430,7 +433,8 @@ def estimate_bits(values, indexes, tables):
     """Ideal code length in bits with the integer tables: sum of -log2(f / 2**precision), escapes included.
 
     An escaped value costs its escape symbol plus the code of its overflow (bit-length class and payload bits).
-    The coder adds to this only its own overhead (a header byte, lane ends, the per-segment escape count).
+    `encode` adds only its own overhead: a header byte, about half a bit per lane, the last lane's 32-bit window
+    (which checks the decoded values), and each segment's escape count (0.0035 bits when there are none).
     """
     segment = _Segment.from_input((values, indexes, tables), None)
     symbols, escapes = _symbols(segment)
@@ -449,7 +453,7 @@ class _Block:
     indexes: np.ndarray
     symbols: np.ndarray = None
     widths: np.ndarray = None
-    last: bool = False
+    retiring: bool = False
 
 
 def _round_robin(count, lanes):
@@ -518,6 +522,9 @@ def _escape_blocks(escape_count, escapes):
     return blocks
 
 
+_LANE_COUNTS = [1 << k for k in range(_MAX_LANES_LOG2 + 1)]
+
+
 def _choose_lanes(total_bits, last_bits, symbol_count):
     by_symbols = symbol_count / _MIN_SYMBOLS_PER_LANE
     lanes = min(1 << _MAX_LANES_LOG2, total_bits / _BITS_PER_LANE, last_bits / _LAST_SEGMENT_BITS_PER_LANE, by_symbols)
@@ -545,6 +552,21 @@ def encode(segments, tables=None, *, lanes=None):
     segments = [_Segment.from_input(s, tables) for s in segments]
     if len(segments) >= _MAX_SEGMENTS:
         raise ValueError(f"at most {_MAX_SEGMENTS - 1} segments")
+    blocks, bits = _coding_blocks(segments)
+    if lanes is None:
+        lanes = _choose_lanes(sum(bits), bits[-1] if bits else 0.0, sum(b.indexes.size for b in blocks))
+    elif not isinstance(lanes, (int, np.integer)) or isinstance(lanes, bool) or lanes not in _LANE_COUNTS:
+        raise ValueError(f"lanes must be a power of two up to {1 << _MAX_LANES_LOG2}, got {lanes!r}")
+    lanes = int(lanes)
+    _schedule(blocks, lanes, retiring=bool(segments) and segments[-1].values.size > 0)
+    checksum = 0
+    for segment in segments:
+        checksum = _values_checksum(segment.values, checksum)
+    return _header(lanes.bit_length() - 1, len(segments)) + _encode_blocks(blocks, lanes, checksum)
+
+
+def _coding_blocks(segments):
+    """Every segment's escape blocks then its symbols, and each segment's estimated bits."""
     blocks, bits = [], []
     for segment in segments:
         if segment.values.size == 0:
@@ -555,37 +577,39 @@ def encode(segments, tables=None, *, lanes=None):
         blocks += _escape_blocks(escapes.lengths.size, escapes)
         blocks.append(_Block(code, segment.indexes, symbols))
         bits.append(float(code.bits[segment.indexes, symbols].sum()) + escapes.cost())
-    if lanes is None:
-        lanes = _choose_lanes(sum(bits), bits[-1] if bits else 0.0, sum(b.indexes.size for b in blocks))
-    elif isinstance(lanes, (bool, np.bool_)) or lanes not in [1 << k for k in range(_MAX_LANES_LOG2 + 1)]:
-        raise ValueError(f"lanes must be a power of two up to {1 << _MAX_LANES_LOG2}, got {lanes!r}")
-    lanes = int(lanes)
-    retire_at_end = bool(segments) and segments[-1].values.size > 0
-    if retire_at_end:
+    return blocks, bits
+
+
+def _schedule(blocks, lanes, retiring):
+    """Lane widths of every block; lanes retire in the last block when it holds the last segment's symbols."""
+    if retiring:
         last = blocks[-1]
         order = _retiring_order(last.indexes, last.tables, lanes)
-        last.indexes, last.symbols, last.last = last.indexes[order], last.symbols[order], True
+        last.indexes, last.symbols, last.retiring = last.indexes[order], last.symbols[order], True
     for block in blocks:
-        if block.last:
+        if block.retiring:
             block.widths = _retiring_widths(block.tables.expected_cost[block.indexes], lanes)
         else:
             block.widths = _round_robin(block.indexes.size, lanes)
-    body = _encode_blocks(blocks, lanes)
-    return _header(lanes.bit_length() - 1, len(segments)) + body
+
+
+def _values_checksum(values, previous=0):
+    """CRC-32 of int64 values (little-endian, C order), continuing ``previous``: what the last lane's window checks."""
+    return zlib.crc32(np.ascontiguousarray(values, dtype="<i8").tobytes(), previous)
 
 
 # --- encoder -------------------------------------------------------------------------------------------------------
 
 
-def _encode_blocks(blocks, lanes):
+def _encode_blocks(blocks, lanes, checksum):
     if not blocks:
         return b""
     starts, ends = zip(*(b.tables.bounds(b.indexes, b.symbols) for b in blocks))
     start, end = np.concatenate(starts), np.concatenate(ends)
     widths = np.concatenate([b.widths for b in blocks])
     low, rng, low_before, shift = _range_code(start, end, widths, lanes)
-    retire_step = sum(b.widths.size for b in blocks[:-1]) if blocks[-1].last else None
-    return _Stream(widths, low_before, shift, lanes).bytes(low, rng, retire_step)
+    retire_step = sum(b.widths.size for b in blocks[:-1]) if blocks[-1].retiring else None
+    return _Stream(widths, low_before, shift, lanes).bytes(low, rng, retire_step, checksum)
 
 
 def _range_code(start, end, widths, lanes):
@@ -623,124 +647,115 @@ class _Stream:
     lane order; lane ``k``'s ``r``-th read is its ``r``-th output byte (its shifted bytes, then its final 32-bit
     window). "G" below is that read sequence. When a lane retires, the decoder knows ``d = w - low`` of its final
     window ``w``, and the low ``m = floor(log2 R)`` bits of ``w - low`` are free: they go to a FIFO pool that later
-    reads draw from before the file, so those G bits are not stored.
+    reads draw from before the file, so those G bits are not stored. Lanes are laid out one after the other in
+    ``lane_bytes``; ``g_to_lane_bytes`` maps G to them.
     """
 
     def __init__(self, widths, low_before, shift, lanes):
-        self.lanes = lanes
-        self.widths = widths
-        steps = np.repeat(np.arange(widths.size), widths)
+        self.lanes, self.widths, self.live = lanes, widths, int(widths.max())
+        step = np.repeat(np.arange(widths.size), widths)
         lane = np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths, widths)
         read = np.flatnonzero(shift)
-        self.live = int(widths.max())
-        first_step = np.searchsorted(np.maximum.accumulate(widths), np.arange(self.live), side="right")
-        # Events in decoder order: (step, starts before reads, lane).
-        key_read = (steps[read] * 2 + 1) * lanes + lane[read]
-        key_init = first_step * 2 * lanes + np.arange(self.live)
-        n_events = read.size + self.live
-        at_read = np.arange(read.size) + np.searchsorted(key_init, key_read, side="right")
-        at_init = np.arange(self.live) + np.searchsorted(key_read, key_init, side="left")
-        self.keys = np.empty(n_events, np.int64)
-        self.keys[at_read], self.keys[at_init] = key_read, key_init
-        ev_lane = np.empty(n_events, np.int64)
-        ev_lane[at_read], ev_lane[at_init] = lane[read], np.arange(self.live)
-        ev_bytes = np.empty(n_events, np.int64)
-        ev_bytes[at_read], ev_bytes[at_init] = shift[read] >> 3, 4
-        self.g_end = np.cumsum(ev_bytes)
-        # Each lane's shifted bytes in order: position within the lane of every read event.
-        by_lane = np.argsort(lane[read].astype(np.uint16), kind="stable")
-        n_sorted = shift[read][by_lane] >> 3
-        lane_sorted = lane[read][by_lane]
-        before = np.cumsum(n_sorted) - n_sorted
-        lane_first = np.searchsorted(lane_sorted, np.arange(self.live))
-        within = np.empty(read.size, np.int64)
-        within[by_lane] = before - before[lane_first[lane_sorted]]
-        self.shifted = np.bincount(lane[read], weights=shift[read] >> 3, minlength=self.live).astype(np.int64)
+        read_lane, read_bytes = lane[read], shift[read] >> 3
+        within = _rank_within_lanes(read_lane, read_bytes, self.live)
+        self.shifted = np.bincount(read_lane, weights=read_bytes, minlength=self.live).astype(np.int64)
         self.base = np.cumsum(self.shifted + 4) - (self.shifted + 4)
-        # Lane-major bytes: shifted bytes (with carries from their chunk), then the window, filled in later.
-        lb = np.zeros(int((self.shifted + 4).sum()), np.int64)
-        chunk = low_before[read] >> (_WINDOW - shift[read])
-        nbytes = shift[read] >> 3
-        at = self.base[lane[read]] + within
+        chunks = low_before[read] >> (_WINDOW - shift[read])
+        self.lane_bytes = self._shifted_bytes(chunks, read_bytes, self.base[read_lane] + within)
+        self._order_reads(step[read], read_lane, read_bytes, within)
+
+    def _shifted_bytes(self, chunks, nbytes, at):
+        """Each lane's shifted bytes, with the carry of every chunk added to the byte before it."""
+        out = np.zeros(int((self.shifted + 4).sum()), np.int64)
         two = nbytes == 2
-        lb[at[two]] = (chunk[two] >> 8) & 0xFF
-        lb[at + two] = chunk & 0xFF
-        carry = (chunk >> (8 * nbytes)) == 1
-        lb[at[carry] - 1] += 1  # at most one carry per byte: from the chunk right after it
-        self.lb = _propagate_carries(lb)
-        # G position -> lane-major position.
-        lb_start = np.empty(n_events, np.int64)
-        lb_start[at_read] = self.base[lane[read]] + 4 + within
-        lb_start[at_init] = self.base[np.arange(self.live)]
-        offsets = np.arange(int(self.g_end[-1])) - np.repeat(self.g_end - ev_bytes, ev_bytes)
-        self.g_to_lb = np.repeat(lb_start, ev_bytes) + offsets
+        out[at[two]] = (chunks[two] >> 8) & 0xFF
+        out[at + two] = chunks & 0xFF
+        carry = (chunks >> (8 * nbytes)) == 1
+        out[at[carry] - 1] += 1  # at most one carry per byte: from the chunk right after it
+        return _propagate_carries(out)
+
+    def _order_reads(self, read_step, read_lane, read_bytes, within):
+        """The decoder's reads: at each step, first the 4-byte windows of lanes starting, then shifted bytes."""
+        starts = np.arange(self.live)
+        first_step = np.searchsorted(np.maximum.accumulate(self.widths), starts, side="right")
+        key_read = (read_step * 2 + 1) * self.lanes + read_lane
+        key_start = first_step * 2 * self.lanes + starts
+        at_read = np.arange(key_read.size) + np.searchsorted(key_start, key_read, side="right")
+        at_start = starts + np.searchsorted(key_read, key_start, side="left")
+        self.keys = np.empty(key_read.size + self.live, np.int64)
+        self.keys[at_read], self.keys[at_start] = key_read, key_start
+        count = np.empty(self.keys.size, np.int64)
+        count[at_read], count[at_start] = read_bytes, 4
+        first = np.empty(self.keys.size, np.int64)  # where in lane_bytes each read starts
+        first[at_read], first[at_start] = self.base[read_lane] + 4 + within, self.base[starts]
+        self.g_end = np.cumsum(count)
+        self.g_to_lane_bytes = np.repeat(first - (self.g_end - count), count) + np.arange(int(self.g_end[-1]))
 
     def _g_bytes_before(self, key):
-        i = int(np.searchsorted(self.keys, key, side="left"))
-        return int(self.g_end[i - 1]) if i else 0
+        return int(self.g_end[int(np.searchsorted(self.keys, key)) - 1]) if key > self.keys[0] else 0
 
     def _retirements(self, retire_step):
         """(G bit position, lane) of every retirement, in order: highest lanes first."""
-        events = []
         if retire_step is None:
-            at = 8 * int(self.g_end[-1])
-            return [(at, k) for k in range(self.live - 1, -1, -1)]
-        widths = self.widths
-        live_before = int(widths[:retire_step].max(initial=0))
-        first = int(widths[retire_step])
+            return [(8 * int(self.g_end[-1]), k) for k in range(self.live - 1, -1, -1)]
+        widths = np.append(self.widths, 0)
+        before = int(widths[:retire_step].max(initial=0))
         at = 8 * self._g_bytes_before(2 * retire_step * self.lanes)
-        events += [(at, k) for k in range(live_before - 1, first - 1, -1)]
-        for step in range(retire_step, widths.size):
-            after = int(widths[step + 1]) if step + 1 < widths.size else 0
-            if after < widths[step]:
-                at = 8 * self._g_bytes_before((2 * step + 2) * self.lanes)
-                events += [(at, k) for k in range(int(widths[step]) - 1, after - 1, -1)]
+        events = [(at, k) for k in range(before - 1, int(widths[retire_step]) - 1, -1)]
+        for step in retire_step + np.flatnonzero(np.diff(widths[retire_step:]) < 0):
+            at = 8 * self._g_bytes_before((2 * int(step) + 2) * self.lanes)
+            events += [(at, k) for k in range(int(widths[step]) - 1, int(widths[step + 1]) - 1, -1)]
         return events
 
     def _g_bits(self, start, count):
-        g_len = self.g_to_lb.size
+        """``count`` bits of G from bit ``start`` (zeros past its end: pool bits no lane reads)."""
+        g_len = self.g_to_lane_bytes.size
         first, stop = start >> 3, (start + count + 7) >> 3
-        values = self.lb[self.g_to_lb[first : min(stop, g_len)]]
+        values = self.lane_bytes[self.g_to_lane_bytes[first : min(stop, g_len)]]
         raw = bytes(values.astype(np.uint8)) + bytes(max(0, stop - max(first, g_len)))
         return (int.from_bytes(raw, "big") >> (8 * (stop - first) - (start & 7) - count)) & ((1 << count) - 1)
 
     def _close_lane(self, lane, window):
         """Write the lane's final window and carry its overflow into the lane's shifted bytes."""
         at = int(self.base[lane] + self.shifted[lane])
-        self.lb[at : at + 4] = list((window & _WINDOW_MASK).to_bytes(4, "big"))
+        self.lane_bytes[at : at + 4] = list((window & _WINDOW_MASK).to_bytes(4, "big"))
         if window >> _WINDOW:
-            lane_bytes = self.lb[self.base[lane] : at]
-            below = np.flatnonzero(lane_bytes != 0xFF)[-1]  # exists: a lane's value stays below 1
-            lane_bytes[below] += 1
-            lane_bytes[below + 1 :] = 0
+            shifted = self.lane_bytes[self.base[lane] : at]
+            below = np.flatnonzero(shifted != 0xFF)[-1]  # exists: a lane's value stays below 1
+            shifted[below] += 1
+            shifted[below + 1 :] = 0
 
-    def bytes(self, low, rng, retire_step):
-        spans = []  # G bit ranges supplied by retired windows
-        pool_end = 0
-        payload_span = {}
+    def bytes(self, low, rng, retire_step, checksum):
+        """The file: G without the bits that retired windows supply."""
         retirements = self._retirements(retire_step)
-        for at, k in retirements[:-1]:
-            m = int(rng[k]).bit_length() - 1
+        spans, pool_end = {}, 0
+        for at, k in retirements[:-1]:  # the FIFO pool: a window's bits follow those still unread
             start = max(at, pool_end)
-            pool_end = start + m
-            payload_span[k] = (start, m)
-            spans.append((start, pool_end))
-        for k in range(self.live):  # reverse retirement order: a window's payload is read by lower lanes only
+            pool_end = start + int(rng[k]).bit_length() - 1
+            spans[k] = (start, pool_end)
+        for k in range(self.live):  # reverse retirement order: a window's bits are read by lower lanes only
             lo, r = int(low[k]), int(rng[k])
-            if k in payload_span:
-                window = lo + self._g_bits(*payload_span[k])
-            else:  # the last lane: the value in its interval with the most trailing zeros
-                top = lo + r - 1
-                cut = (lo ^ top).bit_length() - 1
-                window = lo if cut < 0 else (top >> cut) << cut
+            if k in spans:
+                window = lo + self._g_bits(spans[k][0], spans[k][1] - spans[k][0])
+            else:  # the last lane: its free window bits check everything decoded
+                window = lo + checksum % r
             self._close_lane(k, window)
-        bits = np.unpackbits(self.lb[self.g_to_lb].astype(np.uint8))
+        bits = np.unpackbits(self.lane_bytes[self.g_to_lane_bytes].astype(np.uint8))
         keep = np.ones(bits.size, bool)
-        for start, stop in spans:
+        for start, stop in spans.values():
             keep[start:stop] = False
-        body = np.packbits(bits[keep]).tobytes()
-        trimmed = body.rstrip(b"\0")
-        return body[: max(len(trimmed), len(body) - _MAX_IMPLIED_BYTES)]
+        return np.packbits(bits[keep]).tobytes()
+
+
+def _rank_within_lanes(lanes, nbytes, live):
+    """For each read, in order, the number of bytes its lane shifted before it."""
+    by_lane = np.argsort(lanes.astype(np.uint16), kind="stable")
+    sorted_lanes, sorted_bytes = lanes[by_lane], nbytes[by_lane]
+    before = np.cumsum(sorted_bytes) - sorted_bytes
+    lane_first = np.searchsorted(sorted_lanes, np.arange(live))
+    within = np.empty(lanes.size, np.int64)
+    within[by_lane] = before - before[lane_first[sorted_lanes]]
+    return within
 
 
 def _propagate_carries(digits):
@@ -795,14 +810,16 @@ class Decoder:
         pad = np.zeros(4 * self._lanes + 16, np.uint8)
         padded = np.concatenate([[0, 0], self._body, pad]).astype(np.int64)
         self._words = (padded[:-1] << 8) | padded[1:]  # _words[e] = the two bytes ending at byte e
-        self._limit = self._body.size + _MAX_IMPLIED_BYTES
-        self._d = np.zeros(self._lanes, np.int64)
+        self._limit = self._body.size
+        self._d = np.zeros(self._lanes, np.int64)  # code - low, in [0, rng)
         self._rng = np.zeros(self._lanes, np.int64)
         self._live = 0
         self._cursor = 0  # bytes while no lane has retired, bits after
         self._bitwise = False
         self._pool, self._pool_bits = 0, 0
         self._decoded = 0
+        self._checksum = 0
+        self._check = None  # (offset, range) of the last lane's final window
         self._closed = False
         self._failed = None
 
@@ -813,7 +830,13 @@ class Decoder:
         if self._failed:
             raise BitstreamError(f"decoding already failed: {self._failed}")
         try:
-            return self._decode(indexes, tables).reshape(shape)
+            values = self._decode(indexes, tables)
+            self._checksum = _values_checksum(values, self._checksum)
+            if self._decoded == self._segments and self._check is not None:
+                offset, rng = self._check
+                if offset != self._checksum % rng:
+                    raise BitstreamError("coded stream is corrupted: decoded values fail their check")
+            return values.reshape(shape)
         except BitstreamError as e:
             self._failed = str(e)
             raise
@@ -967,6 +990,7 @@ class Decoder:
             if k == 0:
                 if self._pool:  # the encoder fills what no lane read with zeros
                     raise BitstreamError("inconsistent lane ends in coded stream")
+                self._check = (int(self._d[0]), int(self._rng[0]))
                 continue
             r, d = int(self._rng[k]), int(self._d[k])
             m = r.bit_length() - 1
