@@ -334,3 +334,33 @@ def test_converted_model_quantizes_with_compressai_medians_natively(fixtures):
     np.testing.assert_array_equal(model.entropy_bottleneck.medians().numpy(), convert.compressai_medians(params))
     z_hat, _ = model.entropy_bottleneck(tf.constant(f["z"]), training=False)
     np.testing.assert_allclose(z_hat.numpy(), f["z_hat"], atol=1e-5)
+
+
+# The coder's fixed framing: one byte giving the lane count, and the last lane's final window, which
+# carries a check of at least 24 bits over all decoded values (see tfhyper.coder).
+CODER_FRAMING_BYTES = 5
+
+
+@pytest.mark.parametrize("kind", ["hyperprior", "factorized"])
+def test_converted_models_compress_through_tfhyper_coder(fixtures, converted, kind):
+    from tfhyper import bitstream, codec
+
+    arrays, _ = fixtures[kind]
+    model = converted[kind]
+    image = np.round(arrays["x"][0] * 255).astype(np.uint8)
+    data = codec.compress(model, image)
+    _, symbols = codec.decode_symbols(model, data)
+    # Round trip exact: the decoded symbols are the fixture's own rounded latents.
+    medians = convert.compressai_medians(fixtures[kind][1])
+    if kind == "hyperprior":
+        np.testing.assert_array_equal(symbols["y"], arrays["y_hat"][0])
+        np.testing.assert_allclose(symbols["z"] + medians, arrays["z_hat"][0], atol=1e-5)
+        likelihoods = (arrays["y_likelihoods"], arrays["z_likelihoods"])
+    else:
+        np.testing.assert_allclose(symbols["y"] + medians, arrays["y_hat"][0], atol=1e-5)
+        likelihoods = (arrays["y_likelihoods"],)
+    fixture_bytes = total_bits(*likelihoods) / 8
+    header, sections = bitstream.unpack(data)
+    container = len(data) - len(sections[0])
+    assert len(data) <= 1.01 * (fixture_bytes + container + CODER_FRAMING_BYTES)
+    assert len(data) >= fixture_bytes  # no coder beats the model's own likelihoods by much

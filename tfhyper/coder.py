@@ -61,6 +61,7 @@ _BITS_PER_LANE = 256
 _LAST_SEGMENT_BITS_PER_LANE = 128
 _MIN_SYMBOLS_PER_LANE = 32
 _MIN_LANES = 16
+_FLOOR_BITS_PER_LANE = 2048
 
 # Renormalization: a range below 2^24 shifts one byte, below 2^16 two; indexed by range >> 16.
 _SHIFT_BYTES = np.zeros((_FULL_RANGE >> 16) + 1, np.int64)
@@ -528,7 +529,9 @@ _LANE_COUNTS = [1 << k for k in range(_MAX_LANES_LOG2 + 1)]
 def _choose_lanes(total_bits, last_bits, symbol_count):
     by_symbols = symbol_count / _MIN_SYMBOLS_PER_LANE
     lanes = min(1 << _MAX_LANES_LOG2, total_bits / _BITS_PER_LANE, last_bits / _LAST_SEGMENT_BITS_PER_LANE, by_symbols)
-    lanes = max(lanes, min(_MIN_LANES, by_symbols), 1.0)
+    # The speed floor only where a lane that cannot retire (up to ~4 bytes) stays a small part of the file.
+    floor = min(_MIN_LANES, by_symbols, total_bits / _FLOOR_BITS_PER_LANE)
+    lanes = max(lanes, floor, 1.0)
     return 1 << int(math.floor(math.log2(lanes)))
 
 
