@@ -8,6 +8,8 @@
 The file is the container of `bitstream` around that stream. Everything a decoder needs besides the
 model (image size, latent shapes) is in the header, and the model is identified by its fingerprint.
 """
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -23,14 +25,18 @@ def _tables(model):
     return model.coding_tables
 
 
+# Per model, for one version of its tables: quantizing h_s's weights once, not for every file.
+_INTEGER_HYPER_SYNTHESES = weakref.WeakKeyDictionary()
+
+
 def _integer_hyper_synthesis(model):
-    """Cached per model and tables: built from h_s's weights, the stored medians and scale table."""
+    """h_s in integer arithmetic, built from the weights, the stored medians and the scale table."""
     tables = _tables(model)
-    cached = getattr(model, "_integer_hyper_synthesis", None)
-    if cached is None or cached[0] is not tables:
+    cached = _INTEGER_HYPER_SYNTHESES.get(model)
+    if cached is None or cached[0] != model.tables_version:
         ihs = IntegerHyperSynthesis.from_model(model, tables["medians"], tables["scales"])
-        model._integer_hyper_synthesis = (tables, ihs)
-    return model._integer_hyper_synthesis[1]
+        _INTEGER_HYPER_SYNTHESES[model] = cached = (model.tables_version, ihs)
+    return cached[1]
 
 
 def _check_image(image):
@@ -49,13 +55,36 @@ def channel_indexes(shape):
     return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape)
 
 
+_GRAPHS = weakref.WeakKeyDictionary()
+_IMAGE_SIGNATURE = [tf.TensorSpec((1, None, None, 3), tf.float32)]
+
+
+def _graphs(model):
+    """The transforms as tf.function graphs for any image size (one trace each, then no Python per layer)."""
+    graphs = _GRAPHS.get(model)
+    if graphs is None:
+        hyperprior = isinstance(model, ScaleHyperprior)
+
+        @tf.function(input_signature=_IMAGE_SIGNATURE)
+        def analysis(x):
+            y = model.analysis(x / 255.0)
+            return (y, model.hyper_analysis(y)) if hyperprior else (y, y)
+
+        @tf.function(input_signature=[tf.TensorSpec((1, None, None, model.latent_filters), tf.float32),
+                                      tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)])  # fmt: skip
+        def synthesis(y_hat, height, width):
+            return model.synthesis(y_hat, height, width)
+
+        graphs = _GRAPHS[model] = (analysis, synthesis)
+    return graphs
+
+
 def analyse(model, image):
     """The encoder's latents: dict with y (H_y, W_y, M) and, for the hyperprior, z; float32 numpy."""
-    x = tf.constant(image[None], tf.float32) / 255.0
-    y = model.analysis(x)
+    y, z = _graphs(model)[0](tf.constant(image[None], tf.float32))
     latents = {"y": y.numpy()[0]}
     if isinstance(model, ScaleHyperprior):
-        latents["z"] = model.hyper_analysis(y).numpy()[0]
+        latents["z"] = z.numpy()[0]
     return latents
 
 
@@ -127,7 +156,7 @@ def decode_symbols(model, data):
 
 def reconstruct(model, y_hat, height, width):
     """g_s on dequantized y, cropped and rounded to 8-bit RGB."""
-    x_hat = model.synthesis(tf.constant(y_hat[None], tf.float32), height, width).numpy()[0]
+    x_hat = _graphs(model)[1](tf.constant(y_hat[None], tf.float32), height, width).numpy()[0]
     x_hat = np.nan_to_num(x_hat, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(np.round(x_hat * 255.0), 0, 255).astype(np.uint8)
 

@@ -8,7 +8,9 @@ Images are float32 NHWC in [0, 1], of any size: the input is padded to a multipl
 its border and the reconstruction is cropped back.
 """
 import hashlib
+import itertools
 import json
+import weakref
 
 import keras
 import numpy as np
@@ -25,6 +27,9 @@ from tfhyper.transforms import (
 )
 
 DISTORTIONS = ("mse", "ms-ssim")
+# Fingerprints per model, valid for one version of its coding tables (kept outside Keras' attribute tracking).
+_FINGERPRINTS = weakref.WeakKeyDictionary()
+_TABLE_VERSIONS = itertools.count(1)
 
 
 def pad_to_multiple(x, multiple):
@@ -157,6 +162,7 @@ class CompressionModel(keras.Model):
 
     # -- integer coding tables (see entropy_models and codec) ----------------------------------------------
     coding_tables = None  # {"y": CodingTables, "z": CodingTables or absent, "medians": float32 array}
+    tables_version = 0  # changes whenever coding_tables do; keys the caches derived from them
 
     def update_tables(self, precision=16):
         """Builds the integer coding tables from the trained densities; run after training (`save` does)."""
@@ -177,18 +183,27 @@ class CompressionModel(keras.Model):
     def load_own_variables(self, store):
         arrays = {key: np.asarray(store[key]) for key in store.keys() if key.startswith("tables.")}
         self.coding_tables = _tables_from_arrays(arrays) if arrays else None
+        self.tables_version = next(_TABLE_VERSIONS)
 
     def fingerprint(self):
-        """4 bytes identifying this model's weights and tables: files are only decoded by the model that wrote them."""
+        """4 bytes identifying this model's weights and tables: files are only decoded by the model that wrote them.
+
+        Computed once per set of tables (hashing 20 MB of weights on every file would cost more than coding it);
+        `update_tables()` after changing weights makes a new one.
+        """
         if self.coding_tables is None:
             raise ValueError("the model has no coding tables yet: call update_tables() (or save it) first")
+        cached = _FINGERPRINTS.get(self)
+        if cached is not None and cached[0] == self.tables_version:
+            return cached[1]
         digest = hashlib.sha256(type(self).__name__.encode())
         digest.update(json.dumps(self.get_config(), sort_keys=True).encode())
         for weight in self.weights:
             digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
         for name, array in sorted(_tables_to_arrays(self.coding_tables).items()):
             digest.update(name.encode() + np.ascontiguousarray(array).tobytes())
-        return digest.digest()[:4]
+        _FINGERPRINTS[self] = (self.tables_version, digest.digest()[:4])
+        return _FINGERPRINTS[self][1]
 
     def get_config(self):
         return {
@@ -223,6 +238,7 @@ class FactorizedPrior(CompressionModel):
     def update_tables(self, precision=16):
         tables, medians = factorized_tables(self.entropy_bottleneck, precision=precision)
         self.coding_tables = {"y": tables, "medians": medians}
+        self.tables_version = next(_TABLE_VERSIONS)
 
 
 @keras.saving.register_keras_serializable(package="tfhyper")
@@ -261,6 +277,7 @@ class ScaleHyperprior(CompressionModel):
         z_tables, medians = factorized_tables(self.entropy_bottleneck, precision=precision)
         y_tables = gaussian_tables(scale_table(), precision=precision)
         self.coding_tables = {"y": y_tables, "z": z_tables, "medians": medians, "scales": scale_table()}
+        self.tables_version = next(_TABLE_VERSIONS)
 
 
 def _tables_to_arrays(tables):

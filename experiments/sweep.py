@@ -1,0 +1,266 @@
+r"""The paper's 32 models, trained and evaluated on Kodak: resumable, any subset, with presets for a GPU or a CPU.
+
+Section 4.1 trains "a total of 32 separate models": with and without the hyperprior, for MSE and for MS-SSIM, each
+at 8 values of lambda (N, M and lambda per quality in `paper.QUALITIES`). Section 4.2 evaluates them on Kodak.
+
+    python -m experiments.sweep --preset=cpu --data=PHOTOS --root=runs/cpu --kodak=KODAK
+    python -m experiments.sweep --preset=cpu --models=hyperprior --distortions=mse --qualities=1,4,7 \
+        --data=PHOTOS --root=runs/cpu --kodak=KODAK
+    python -m experiments.sweep --preset=paper --data=PHOTOS --root=runs/paper --kodak=KODAK    # a GPU
+
+ROOT holds one `tfhyper.training` run directory per model, named KIND-DISTORTION-qQUALITY (`hyperprior-mse-q4`).
+Run the same command again after an interruption: a finished model is skipped, an interrupted one resumes from its
+last checkpoint (`tfhyper.training.train`), and a model whose evaluation is cached in its run directory
+(`evaluation.json`, valid for the same weights and the same images) is not evaluated again. A stale cache (other
+images, e.g. another --limit) is replaced. The results table of the selected models is then rewritten from these
+per-model results, atomically: ROOT/results.csv (one row per model and image) and ROOT/results.json (each model's
+settings, run settings and means), with the columns of `experiments.evaluate`. A model whose training diverges is
+reported and the others go on; the command then exits with an error.
+
+Presets (flags --steps, --learning_rate, --patch_size, --batch_size, --checkpoint_every, --filter_scale override
+them; --patch_size and --batch_size apply to MSE and MS-SSIM models alike):
+
+  paper  Section 4.1: Adam with learning rate 1e-4, batches of 8 random 256x256 crops, N and M of figure 4,
+         photographs screened for saturation and downsampled (shorter side 640-1200). The paper gives no step
+         count; 10^6 steps is the default of the authors' example scripts in tensorflow/compression. For a GPU.
+  cpu    All 32 models in about five hours on 2 CPU cores:
+         - N and M a quarter of the paper's (32/48 for qualities 1-5, 48/80 for 6-8). Figure 9 (appendix 6.3)
+           shows performance saturating with the number of filters, earlier for lower lambda: smaller transforms
+           cost quality mostly at high rates, and the inner convolutions' multiply-adds (N^2) fall 16-fold.
+         - 128x128 crops in batches of 8 for MSE. MS-SSIM's five scales need 161 pixels per side, so MS-SSIM
+           models take 176x176 crops in batches of 4, about the same number of pixels per step.
+         - Adam with learning rate 1e-3: over 600 steps (hyperprior, quality 3, N=32, M=48) the loss on Kodak
+           crops reached 4.48 at 1e-3 against 5.64 at the paper's 1e-4 (4.60 at 5e-4, 4.58 at 2e-3), without
+           divergence; a run that diverges anyway stops at its last finite checkpoint.
+         - 3000 steps: measured 0.09-0.19 s per step for the MSE hyperprior models (q1-5, q6-8), 0.12-0.25 s for
+           the factorized ones and 0.20-0.27 s for MS-SSIM models, about 6 s for one step of all 32 models.
+           Evaluation adds about 0.3 s per model and Kodak image.
+  test   Seconds per model (N and M a sixteenth, 64x64 crops, 4 steps): exercises the machinery, compresses badly.
+"""
+import dataclasses
+import hashlib
+import json
+import pathlib
+import sys
+
+from absl import app, flags
+
+from experiments import evaluate
+from tfhyper import paper
+from tfhyper.imageio import atomic_write_bytes
+from tfhyper.losses import MS_SSIM_MIN_SIDE
+from tfhyper.models import DISTORTIONS
+
+KINDS = ("hyperprior", "factorized")
+QUALITIES = tuple(paper.QUALITIES)
+EVALUATION_FILE = "evaluation.json"
+RESULTS_FILE = "results.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A training schedule for every model of the sweep (section 4.1's values in the `paper` preset)."""
+
+    steps: int
+    learning_rate: float
+    patch_size: int  # crops of the MSE models
+    batch_size: int
+    ms_ssim_patch_size: int  # crops of the MS-SSIM models, at least MS_SSIM_MIN_SIDE
+    ms_ssim_batch_size: int
+    checkpoint_every: int
+    filter_scale: float = 1.0  # N and M of paper.QUALITIES are multiplied by this
+    downsample: bool = False
+    screen_saturation: bool = False
+
+    def crops(self, distortion):
+        """(crop size, batch size) for models trained on `distortion`."""
+        if distortion == "ms-ssim":
+            return self.ms_ssim_patch_size, self.ms_ssim_batch_size
+        return self.patch_size, self.batch_size
+
+    def filters(self, quality):
+        """(N, M) for a quality, or (None, None) to take the paper's from `paper.QUALITIES` unchanged."""
+        if self.filter_scale == 1.0:
+            return None, None
+        q = paper.QUALITIES[quality]
+        return max(1, round(q.num_filters * self.filter_scale)), max(1, round(q.latent_filters * self.filter_scale))
+
+
+PRESETS = {
+    "paper": Preset(
+        steps=1_000_000, learning_rate=paper.LEARNING_RATE, patch_size=paper.PATCH_SIZE, batch_size=paper.BATCH_SIZE,
+        ms_ssim_patch_size=paper.PATCH_SIZE, ms_ssim_batch_size=paper.BATCH_SIZE, checkpoint_every=5000,
+        downsample=True, screen_saturation=True,
+    ),
+    "cpu": Preset(
+        steps=3000, learning_rate=1e-3, patch_size=128, batch_size=8, ms_ssim_patch_size=176, ms_ssim_batch_size=4,
+        checkpoint_every=250, filter_scale=0.25,
+    ),
+    "test": Preset(
+        steps=4, learning_rate=1e-3, patch_size=64, batch_size=2, ms_ssim_patch_size=176, ms_ssim_batch_size=1,
+        checkpoint_every=2, filter_scale=1 / 16,
+    ),
+}  # fmt: skip
+
+
+def with_overrides(preset, steps=None, learning_rate=None, patch_size=None, batch_size=None, checkpoint_every=None,
+                   filter_scale=None):
+    """`preset` with the given (not None) fields replaced; crop and batch sizes apply to both distortions."""
+    changes = {"steps": steps, "learning_rate": learning_rate, "checkpoint_every": checkpoint_every,
+               "filter_scale": filter_scale, "patch_size": patch_size, "ms_ssim_patch_size": patch_size,
+               "batch_size": batch_size, "ms_ssim_batch_size": batch_size}
+    return dataclasses.replace(preset, **{key: value for key, value in changes.items() if value is not None})
+
+
+def run_name(kind, distortion, quality):
+    return f"{kind}-{distortion}-q{quality}"
+
+
+def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALITIES, data=None):
+    """name -> `tfhyper.training.RunConfig` of each selected model, in kind, distortion, quality order."""
+    from tfhyper.training import RunConfig
+
+    _check_choice("model", kinds, KINDS)
+    _check_choice("distortion", distortions, DISTORTIONS)
+    _check_choice("quality", qualities, QUALITIES)
+    configs = {}
+    for kind in kinds:
+        for distortion in distortions:
+            patch_size, batch_size = preset.crops(distortion)
+            if distortion == "ms-ssim" and patch_size < MS_SSIM_MIN_SIDE:
+                raise ValueError(f"MS-SSIM models need crops of at least {MS_SSIM_MIN_SIDE} pixels, got {patch_size}")
+            for quality in qualities:
+                num_filters, latent_filters = preset.filters(quality)
+                configs[run_name(kind, distortion, quality)] = RunConfig(
+                    model=kind, distortion=distortion, quality=quality, num_filters=num_filters,
+                    latent_filters=latent_filters, data=data, steps=preset.steps, batch_size=batch_size,
+                    patch_size=patch_size, learning_rate=preset.learning_rate,
+                    checkpoint_every=preset.checkpoint_every, downsample=preset.downsample,
+                    screen_saturation=preset.screen_saturation,
+                )  # fmt: skip
+    return configs
+
+
+def _check_choice(what, chosen, known):
+    if not chosen:
+        raise ValueError(f"no {what} selected")
+    unknown = [str(value) for value in chosen if value not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(map(str, known))}")
+
+
+# --- training and evaluation -------------------------------------------------------------------------------
+
+
+def image_digests(images):
+    """name -> sha256 of the pixels and shape, so that a cached evaluation names exactly the images it measured."""
+    return {
+        name: hashlib.sha256(repr(image.shape).encode() + image.tobytes()).hexdigest() for name, image in images.items()
+    }
+
+
+def evaluated_rows(name, model, run_dir, images, progress=True):
+    """The model's rows on `images` (`evaluate.evaluate_models`), from run_dir/evaluation.json when that cache was
+    written for the same weights and tables (the model's fingerprint) and the same images."""
+    key = {"fingerprint": model.fingerprint().hex(), "images": image_digests(images)}
+    cache = pathlib.Path(run_dir) / EVALUATION_FILE
+    try:
+        stored = json.loads(cache.read_text())
+        if stored["key"] == key:
+            return [{**row, "model": name} for row in stored["rows"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # No cache yet, or an unreadable one: evaluate.
+    rows = evaluate.evaluate_models({name: model}, images, progress=progress)
+    atomic_write_bytes(cache, json.dumps({"key": key, "rows": rows}, indent=1).encode("utf-8"), force=True)
+    return rows
+
+
+def run_sweep(configs, root, images=None, progress=True, extra_callbacks=()):
+    """Train (or resume, or skip) each run of `configs` under `root`, then evaluate it on `images` (if given).
+
+    Returns (rows, summary, failures): the per-image rows of every evaluated model, name -> {"run": its
+    RunConfig, "settings", "aggregate"} as in `evaluate.summarize`, and name -> message for diverged runs.
+    """
+    from tfhyper.training import TrainingDiverged, train
+
+    rows, summary, failures = [], {}, {}
+    for position, (name, config) in enumerate(configs.items(), 1):
+        run_dir = pathlib.Path(root) / name
+        state = "trained already" if (run_dir / evaluate.MODEL_FILE).exists() else "training"
+        print(f"[{position}/{len(configs)}] {name}: {state}", flush=True)
+        try:
+            model, _ = train(config, run_dir, verbose=1 if progress else 0, extra_callbacks=extra_callbacks)
+        except TrainingDiverged as error:
+            print(f"{name}: {error}", file=sys.stderr, flush=True)
+            failures[name] = str(error)
+            continue
+        if images is not None:
+            model_rows = evaluated_rows(name, model, run_dir, images, progress)
+            rows += model_rows
+            summary[name] = {"run": dataclasses.asdict(config), **evaluate.summarize(model_rows, {name: model})[name]}
+    return rows, summary, failures
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def define_flags():
+    """The command line's flags; defined on demand so that importing this module adds none to other programs."""
+    flags.DEFINE_enum("preset", None, list(PRESETS), "Training schedule: paper (section 4.1, for a GPU), cpu "
+                      "(all 32 models in hours on 2 cores), test (seconds; checks the machinery).")
+    flags.DEFINE_list("models", list(KINDS), "Model families: hyperprior (scale hyperprior), factorized (prior).")
+    flags.DEFINE_list("distortions", list(DISTORTIONS), "Distortions D of eq. 10: mse, ms-ssim.")
+    flags.DEFINE_list("qualities", [str(q) for q in QUALITIES], "The paper's rate points 1..8 (N, M and lambda).")
+    flags.DEFINE_string("data", None, "Training images: a folder, a glob, or tfds:NAME[:split]. "
+                        "Default: built-in synthetic images.")
+    flags.DEFINE_string("root", None, "Folder of the run directories, one per model (e.g. ROOT/hyperprior-mse-q4).")
+    flags.DEFINE_string("output", None, f"Per-image results CSV; a JSON goes beside it (default: ROOT/{RESULTS_FILE}).")
+    flags.DEFINE_bool("evaluate", True, "Evaluate the trained models on Kodak and write the results table.")
+    flags.DEFINE_integer("steps", None, "Overrides the preset's training steps.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", None, "Overrides the preset's Adam learning rate.", lower_bound=0)
+    flags.DEFINE_integer("patch_size", None, "Overrides the preset's crop size (all models).", lower_bound=16)
+    flags.DEFINE_integer("batch_size", None, "Overrides the preset's batch size (all models).", lower_bound=1)
+    flags.DEFINE_integer("checkpoint_every", None, "Overrides the preset's steps between checkpoints.", lower_bound=1)
+    flags.DEFINE_float("filter_scale", None, "Overrides the preset's factor on the paper's N and M.", lower_bound=0)
+    evaluate.define_image_flags()
+    flags.mark_flag_as_required("preset")
+    flags.mark_flag_as_required("root")
+
+
+def _qualities(values):
+    try:
+        return [int(value) for value in values]
+    except ValueError:
+        raise ValueError(f"qualities are integers 1..8, got {','.join(values)}") from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    options = flags.FLAGS
+    output = options.output or pathlib.Path(options.root) / RESULTS_FILE
+    try:
+        preset = with_overrides(PRESETS[options.preset], options.steps, options.learning_rate, options.patch_size,
+                                options.batch_size, options.checkpoint_every, options.filter_scale)
+        configs = sweep_configs(preset, options.models, options.distortions, _qualities(options.qualities),
+                                options.data)
+        # Images first: a missing Kodak set is reported before hours of training, not after.
+        images = None
+        if options.evaluate:
+            images = evaluate.resolve_images(None, options.kodak, options.cache_dir, options.limit)
+        rows, summary, failures = run_sweep(configs, options.root, images)
+        if rows:
+            evaluate.write_results(output, rows, summary, overwrite=True, preset=options.preset,
+                                   preset_settings=dataclasses.asdict(preset), failures=failures)
+    except (ValueError, OSError) as error:  # Bad flags, folders, run settings or destinations: one line.
+        sys.exit(f"sweep: {error}")
+    if rows:
+        print(evaluate.format_table(summary))
+        print(f"wrote {output} and {evaluate.json_path(output)}")
+    if failures:
+        sys.exit(f"sweep: training diverged for {', '.join(failures)}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

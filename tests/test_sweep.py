@@ -1,0 +1,216 @@
+"""The sweep of the paper's 32 models: presets, selection, resumption after interruption, no repeated work."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import tfhyper
+from experiments import evaluate, sweep
+from tfhyper import paper
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIDE = 192
+
+
+@pytest.fixture(scope="module")
+def crops(shared_dir):
+    images = {}
+    for name, (top, left) in {"kodim05": (100, 300), "kodim23": (150, 250)}.items():
+        with Image.open(shared_dir / "data" / "kodak" / f"{name}.png") as image:
+            images[name] = np.asarray(image.convert("RGB"))[top : top + SIDE, left : left + SIDE].copy()
+    return images
+
+
+@pytest.fixture
+def photos(shared_dir):
+    return str(shared_dir / "data/train/bsds500")
+
+
+# --- presets and selection ---------------------------------------------------------------------------------
+
+
+def test_the_paper_preset_trains_the_32_models_of_section_4_1(photos):
+    configs = sweep.sweep_configs(sweep.PRESETS["paper"], data=photos)
+    assert len(configs) == 32
+    assert list(configs)[:3] == ["hyperprior-mse-q1", "hyperprior-mse-q2", "hyperprior-mse-q3"]
+    assert list(configs)[-1] == "factorized-ms-ssim-q8"
+    for name, config in configs.items():
+        kind, quality = name.split("-")[0], int(name.split("-q")[1])
+        assert (config.model, config.quality, config.data) == (kind, quality, photos)
+        assert config.distortion == ("ms-ssim" if "-ms-ssim-" in name else "mse")
+        # Section 4.1: Adam 1e-4, 8 crops of 256x256, N and M of figure 4 (from the quality table).
+        assert (config.learning_rate, config.batch_size, config.patch_size) == (1e-4, 8, 256)
+        num_filters, latent_filters, lmbda = config.resolved()
+        q = paper.QUALITIES[quality]
+        assert (num_filters, latent_filters, lmbda) == (q.num_filters, q.latent_filters, q.lmbda(config.distortion))
+        assert config.downsample and config.screen_saturation
+
+
+def test_the_cpu_preset_scales_the_filters_and_fits_ms_ssim_crops():
+    configs = sweep.sweep_configs(sweep.PRESETS["cpu"], qualities=[1, 8])
+    assert configs["hyperprior-mse-q1"].resolved()[:2] == (32, 48)
+    assert configs["factorized-ms-ssim-q8"].resolved()[:2] == (48, 80)
+    assert (configs["hyperprior-mse-q8"].patch_size, configs["hyperprior-mse-q8"].batch_size) == (128, 8)
+    assert (configs["hyperprior-ms-ssim-q1"].patch_size, configs["hyperprior-ms-ssim-q1"].batch_size) == (176, 4)
+    assert configs["factorized-ms-ssim-q1"].resolved()[2] == paper.QUALITIES[1].lmbda_ms_ssim
+
+
+def test_flags_override_the_preset_for_every_model():
+    preset = sweep.with_overrides(sweep.PRESETS["cpu"], steps=10, patch_size=192, batch_size=2, filter_scale=0.5)
+    configs = sweep.sweep_configs(preset, ["factorized"], ["mse", "ms-ssim"], [6])
+    for config in configs.values():
+        assert (config.steps, config.patch_size, config.batch_size, config.learning_rate) == (10, 192, 2, 1e-3)
+        assert config.resolved()[:2] == (96, 160)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ((["hyperprior", "context"], ["mse"], [1]), "unknown model context; choose from hyperprior, factorized"),
+        ((["hyperprior"], ["psnr"], [1]), "unknown distortion psnr"),
+        ((["hyperprior"], ["mse"], [0, 9]), "unknown quality 0, 9; choose from 1, 2, 3, 4, 5, 6, 7, 8"),
+        ((["hyperprior"], [], [1]), "no distortion selected"),
+    ],
+)
+def test_a_bad_selection_is_one_clear_error(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        sweep.sweep_configs(sweep.PRESETS["test"], *arguments)
+
+
+def test_ms_ssim_models_refuse_crops_too_small_for_five_scales():
+    preset = sweep.with_overrides(sweep.PRESETS["cpu"], patch_size=128)
+    assert sweep.sweep_configs(preset, distortions=["mse"])
+    with pytest.raises(ValueError, match="MS-SSIM models need crops of at least 161 pixels, got 128"):
+        sweep.sweep_configs(preset, distortions=["ms-ssim"])
+
+
+# --- resumption --------------------------------------------------------------------------------------------
+
+
+class InterruptAfterFirstCheckpoint(keras.callbacks.Callback):
+    """Stands for a kill: runs after the run's own checkpoint callback at the end of the first epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+class StartingStep(keras.callbacks.Callback):
+    """Records the optimizer's step count each time training starts."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_begin(self, logs=None):
+        self.steps.append(int(self.model.optimizer.iterations.numpy()))
+
+
+def _stamps(run_dir):
+    return {path.name: path.stat().st_mtime_ns for path in run_dir.iterdir() if path.is_file()}
+
+
+def test_an_interrupted_sweep_resumes_and_skips_finished_models(crops, photos, tmp_path, monkeypatch):
+    configs = sweep.sweep_configs(sweep.PRESETS["test"], ["hyperprior"], ["mse"], [1, 2], data=photos)
+    first, second = list(configs)
+    sweep.run_sweep({first: configs[first]}, tmp_path, crops, progress=False)
+    finished = _stamps(tmp_path / first)
+    assert {"model.keras", "evaluation.json"} <= set(finished)
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(configs, tmp_path, crops, progress=False, extra_callbacks=[InterruptAfterFirstCheckpoint()])
+    progress = json.loads((tmp_path / second / "progress.json").read_text())
+    assert progress["steps_done"] == 2 and not (tmp_path / second / "model.keras").exists()
+
+    evaluated = []
+    real_evaluate = evaluate.evaluate_models
+
+    def spy(models, images, progress=True):
+        evaluated.append(list(models))
+        return real_evaluate(models, images, progress)
+
+    monkeypatch.setattr(evaluate, "evaluate_models", spy)
+    starts = StartingStep()
+    rows, summary, failures = sweep.run_sweep(configs, tmp_path, crops, progress=False, extra_callbacks=[starts])
+    # Only the interrupted model trained, from its checkpoint at step 2; only it was evaluated.
+    assert starts.steps == [2]
+    assert int(tfhyper.load_model(tmp_path / second / "model.keras").optimizer.iterations.numpy()) == 4
+    assert evaluated == [[second]]
+    assert _stamps(tmp_path / first) == finished
+    assert failures == {} and list(summary) == [first, second]
+    assert [(row["model"], row["image"]) for row in rows] == [(m, i) for m in configs for i in crops]
+    cached = json.loads((tmp_path / first / "evaluation.json").read_text())["rows"]
+    assert rows[:2] == cached
+    assert summary[second]["run"]["steps"] == 4 and summary[second]["settings"]["N"] == 8
+
+    # Another image set makes the cached evaluations stale: both models are measured again, neither retrained.
+    one_image = {"kodim23": crops["kodim23"]}
+    rows, _, _ = sweep.run_sweep(configs, tmp_path, one_image, progress=False, extra_callbacks=[starts])
+    assert evaluated[1:] == [[first], [second]] and starts.steps == [2]
+    assert [(row["model"], row["image"]) for row in rows] == [(first, "kodim23"), (second, "kodim23")]
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def _command(*arguments):
+    return [sys.executable, "-m", "experiments.sweep", *arguments]
+
+
+def test_cli_killed_after_a_checkpoint_resumes_and_writes_the_table(crops, photos, tmp_path):
+    images = tmp_path / "kodak"
+    images.mkdir()
+    for name, image in crops.items():
+        Image.fromarray(image).save(images / f"{name}.png")
+    root = tmp_path / "runs"
+    arguments = _command("--preset=test", "--models=hyperprior", "--distortions=mse", "--qualities=3", "--steps=8",
+                         f"--data={photos}", f"--root={root}", f"--kodak={images}")
+    run_dir = root / "hyperprior-mse-q3"
+
+    process = subprocess.Popen(arguments, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "progress.json").exists():
+            assert process.poll() is None, "the sweep ended before its first checkpoint"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait()
+    steps_done = json.loads((run_dir / "progress.json").read_text())["steps_done"]
+    assert 2 <= steps_done < 8 and not (run_dir / "model.keras").exists()
+
+    result = subprocess.run(arguments, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Resuming {run_dir} at step {steps_done} of 8" in result.stdout
+    assert int(tfhyper.load_model(run_dir / "model.keras").optimizer.iterations.numpy()) == 8
+    with open(root / "results.csv", newline="", encoding="utf-8") as stream:
+        written = list(csv.DictReader(stream))
+    assert [(row["model"], row["image"]) for row in written] == [("hyperprior-mse-q3", "kodim05"),
+                                                                 ("hyperprior-mse-q3", "kodim23")]
+    document = json.loads((root / "results.json").read_text())
+    entry = document["models"]["hyperprior-mse-q3"]
+    assert document["preset"] == "test" and entry["run"]["steps"] == 8 and entry["settings"]["N"] == 8
+    assert entry["aggregate"]["bpp"] == pytest.approx(np.mean([float(row["bpp"]) for row in written]), rel=1e-12)
+    table = result.stdout.splitlines()
+    assert any(line.startswith("hyperprior-mse-q3 ") for line in table) and any("bpp_z" in line for line in table)
+
+
+def test_cli_prints_help_and_reports_bad_flags_in_one_line(tmp_path):
+    from absl import flags
+
+    assert not flags.FLAGS.flags_by_module_dict().get(sweep.__name__)
+    result = subprocess.run(_command("--help"), cwd=REPO, capture_output=True, text=True, timeout=300)
+    for flag in ("--preset", "--models", "--distortions", "--qualities", "--data", "--root", "--kodak"):
+        assert flag in result.stdout
+    result = subprocess.run(_command("--preset=test", "--qualities=1,x", f"--root={tmp_path / 'runs'}"),
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "sweep: qualities are integers 1..8, got 1,x"
+    assert not (tmp_path / "runs").exists()
