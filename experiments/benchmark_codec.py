@@ -5,7 +5,7 @@
 
 For every image it compares four rates of the same rounded latents:
   continuous   sum of -log2 of eq. 11 (y, float sigma) and eq. 30 (z): what training optimizes at test time
-  tables       the integer coding tables with sigma from the float path (scale rounded up to the table)
+  tables       the integer coding tables with sigma from the float path (table chosen by entropy_models.scale_thresholds)
   coded        the same tables with sigma from the integer-exact h_s (what the files use)
   file         8 x the .tfh file size, header and everything included
 and prints the overheads between them, then the median compress / decompress seconds (after warm-up).
@@ -32,7 +32,7 @@ def float_path_indexes(model, latents, tables):
     z_hat = np.round(latents["z"] - tables["medians"]) + tables["medians"]
     sigma = model.hyper_synthesis(tf.constant(z_hat[None], tf.float32), (1, *latents["y"].shape)).numpy()[0]
     sigma = np.maximum(sigma, model.gaussian_conditional.scale_bound)
-    return np.searchsorted(tables["scales"][:-1], sigma, side="left").astype(np.int32), sigma
+    return np.searchsorted(tables["thresholds"], sigma, side="left").astype(np.int32), sigma
 
 
 def continuous_bits(model, latents, tables, sigma):

@@ -34,7 +34,7 @@ def _integer_hyper_synthesis(model):
     tables = _tables(model)
     cached = _INTEGER_HYPER_SYNTHESES.get(model)
     if cached is None or cached[0] != model.tables_version:
-        ihs = IntegerHyperSynthesis.from_model(model, tables["medians"], tables["scales"])
+        ihs = IntegerHyperSynthesis.from_model(model, tables["medians"], tables["thresholds"])
         _INTEGER_HYPER_SYNTHESES[model] = cached = (model.tables_version, ihs)
     return cached[1]
 

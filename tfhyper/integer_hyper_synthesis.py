@@ -102,19 +102,18 @@ class IntegerHyperSynthesis:
     Built from a trained `ScaleHyperprior`'s h_s weights, the medians of z's density and the scale table.
     """
 
-    def __init__(self, layers, medians, scale_table, scale_bound):
+    def __init__(self, layers, medians, thresholds, scale_bound):
         self.layers = layers
         # z_hat = symbol + median; the median enters in fixed point, so the input is an integer too.
         self.medians_q = _round_half_up(np.asarray(medians, np.float64) * 2.0**ACTIVATION_FRACTION)
-        # Index of sigma = number of table scales below it (the smallest scale >= sigma), as the
-        # references do, compared in fixed point: sigma_q > threshold_q  <=>  sigma > scale.
-        scales = np.asarray(scale_table, np.float64)
-        self.thresholds_q = np.floor(scales[:-1] * 2.0**ACTIVATION_FRACTION)
+        # Index of sigma = number of thresholds below it (see entropy_models.scale_thresholds), compared in
+        # fixed point: sigma_q > floor(threshold * 2^f)  <=>  sigma_q / 2^f > threshold for integer sigma_q.
+        self.thresholds_q = np.floor(np.asarray(thresholds, np.float64) * 2.0**ACTIVATION_FRACTION)
         # floor, so that sigma at the bound itself gets index 0 like the float path.
         self.bound_q = math.floor(scale_bound * 2.0**ACTIVATION_FRACTION)
 
     @classmethod
-    def from_model(cls, model, medians, scale_table):
+    def from_model(cls, model, medians, thresholds):
         layers = []
         for block in model.h_s.layers:
             inner = getattr(block, "layers", None)
@@ -124,7 +123,7 @@ class IntegerHyperSynthesis:
             core = [l for l in inner if hasattr(l, "kernel")][0]
             kernel, bias = (w.numpy() for w in core.weights)
             layers.append(IntegerLayer(kernel, bias, transposed="transpose" in type(core).__name__.lower(), relu=False))
-        return cls(layers, medians, scale_table, model.gaussian_conditional.scale_bound)
+        return cls(layers, medians, thresholds, model.gaussian_conditional.scale_bound)
 
     def sigma_fixed_point(self, z_symbols, y_hw):
         """sigma_hat * 2^ACTIVATION_FRACTION as integers, shape (H_y, W_y, M), lower-bounded like eq. 7."""
@@ -136,6 +135,6 @@ class IntegerHyperSynthesis:
         return np.maximum(x, self.bound_q)
 
     def indexes(self, z_symbols, y_hw):
-        """Scale-table index of every element of y: how many table scales lie strictly below sigma."""
+        """Coding-table index of every element of y: how many scale thresholds lie strictly below sigma."""
         sigma_q = self.sigma_fixed_point(z_symbols, y_hw)
         return np.searchsorted(self.thresholds_q, sigma_q, side="left").astype(np.int32)

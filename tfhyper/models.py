@@ -18,7 +18,13 @@ import tensorflow as tf
 
 from tfhyper import losses, paper
 from tfhyper.densities import scale_table
-from tfhyper.entropy_models import EntropyBottleneck, GaussianConditional, factorized_tables, gaussian_tables
+from tfhyper.entropy_models import (
+    EntropyBottleneck,
+    GaussianConditional,
+    factorized_tables,
+    gaussian_tables,
+    scale_thresholds,
+)
 from tfhyper.transforms import (
     analysis_transform,
     hyper_analysis_transform,
@@ -276,7 +282,13 @@ class ScaleHyperprior(CompressionModel):
     def update_tables(self, precision=16):
         z_tables, medians = factorized_tables(self.entropy_bottleneck, precision=precision)
         y_tables = gaussian_tables(scale_table(), precision=precision)
-        self.coding_tables = {"y": y_tables, "z": z_tables, "medians": medians, "scales": scale_table()}
+        self.coding_tables = {
+            "y": y_tables,
+            "z": z_tables,
+            "medians": medians,
+            "scales": scale_table(),
+            "thresholds": scale_thresholds(scale_table(), y_tables),
+        }
         self.tables_version = next(_TABLE_VERSIONS)
 
 
