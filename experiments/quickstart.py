@@ -27,8 +27,6 @@ flags.DEFINE_string("output_dir", "quickstart_output", "Where the run, the model
 
 def main(argv):
     del argv
-    import tensorflow as tf
-
     import tfhyper
     from tfhyper.data import dead_leaves, make_dataset
     from tfhyper.training import RunConfig, train
@@ -66,7 +64,6 @@ def main(argv):
         f"real file {out / 'sample.tfh'}: {len(data)} bytes for 256x256, {8 * len(data) / 256**2:.4f} bpp, "
         f"PSNR {psnr_uint8(image, decoded):.2f} dB"
     )
-    del tf
 
 
 if __name__ == "__main__":

@@ -244,3 +244,31 @@ def test_command_line_round_trip_and_errors(hyperprior, tmp_path):
         lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
         assert result.returncode != 0, name
         assert len(lines) == 1 and lines[0].startswith("error:"), (name, result.stderr[-1500:])
+
+
+def test_decoder_refuses_streams_that_would_crawl_or_exhaust_memory(hyperprior):
+    from tfhyper import bitstream
+
+    # Too few lanes for the declared symbols: one Python step per symbol would be a denial of service.
+    values = np.zeros(40000, np.int64)
+    stream = coder.encode([(values, np.zeros(40000, np.int32), hyperprior.coding_tables["y"])], lanes=1)
+    with pytest.raises(BitstreamError, match="lanes"):
+        coder.Decoder(stream, symbol_count=40000)
+    # A valid header (CRC and fingerprint included) claiming an image beyond the decoder's pixel limit.
+    side = 4096
+    header = bitstream.Header(
+        kind=1, fingerprint=hyperprior.fingerprint(), height=side, width=side,
+        y_shape=(side // 16, side // 16, 24), z_shape=(side // 64, side // 64, 16),
+    )  # fmt: skip
+    with pytest.raises(BitstreamError, match="limit"):
+        tfhyper.decompress(hyperprior, bitstream.pack(header, [b"\x00" * 8]))
+
+
+def test_fingerprint_ignores_name_and_training_settings(hyperprior, tmp_path):
+    path = tmp_path / "m.keras"
+    hyperprior.save(path)
+    twin = tfhyper.load_model(path)
+    twin.lmbda = 123.0
+    assert twin.fingerprint() == hyperprior.fingerprint()
+    data = codec.compress(twin, random_image(32, 48, 2))
+    np.testing.assert_array_equal(tfhyper.decompress(hyperprior, data), tfhyper.decompress(twin, data))

@@ -76,3 +76,10 @@ def test_train_command_on_shared_photos(shared_dir, tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "PSNR" in result.stdout and (tmp_path / "run" / "model.keras").exists()
+
+
+def test_steps_are_exact_when_not_a_multiple_of_the_checkpoint_interval(tmp_path):
+    model, _ = train(tiny(steps=5, checkpoint_every=2), tmp_path, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 5
+    assert json.loads((tmp_path / "progress.json").read_text())["steps_done"] == 5
+    assert keras.mixed_precision.global_policy().name == "float32"

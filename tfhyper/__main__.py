@@ -44,10 +44,15 @@ def _load_model(path):
         raise FileNotFoundError(f"no such model file: {path}")
     from tfhyper.models import load_model
 
+    from tfhyper.models import CompressionModel
+
     try:
-        return load_model(path)
+        model = load_model(path)
     except Exception as error:  # Keras raises many kinds for a file that is not a model
         raise ValueError(f"{path} is not a tfhyper model ({type(error).__name__})") from None
+    if not isinstance(model, CompressionModel):
+        raise ValueError(f"{path} is a Keras model but not a tfhyper model")
+    return model
 
 
 def _read_bytes(path):
@@ -140,6 +145,9 @@ def main(argv=None):
         return 130
     except (OSError, ValueError) as error:  # includes BitstreamError, ImageError, FileExistsError
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory (the image is too large for this machine)", file=sys.stderr)
         return 1
     return 0
 

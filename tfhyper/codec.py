@@ -39,6 +39,11 @@ def _integer_hyper_synthesis(model):
     return cached[1]
 
 
+# g_s holds about N * H * W * 4 bytes per activation at half resolution: 2^23 pixels (3840 x 2160 fits)
+# peaks near 6.5 GB with N = 192. Files claiming more are refused before anything is allocated.
+MAX_PIXELS = 2**23
+
+
 def _check_image(image):
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -47,6 +52,8 @@ def _check_image(image):
         raise ValueError("the image is empty")
     if image.shape[0] > bitstream.MAX_SIDE or image.shape[1] > bitstream.MAX_SIDE:
         raise ValueError(f"images are limited to {bitstream.MAX_SIDE} pixels per side")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise ValueError(f"images are limited to {MAX_PIXELS} pixels, got {image.shape[1]}x{image.shape[0]}")
     return image
 
 
@@ -64,16 +71,18 @@ def _graphs(model):
     graphs = _GRAPHS.get(model)
     if graphs is None:
         hyperprior = isinstance(model, ScaleHyperprior)
+        model_ref = weakref.ref(model)  # a strong reference here would keep every model alive in _GRAPHS
 
         @tf.function(input_signature=_IMAGE_SIGNATURE)
         def analysis(x):
+            model = model_ref()
             y = model.analysis(x / 255.0)
             return (y, model.hyper_analysis(y)) if hyperprior else (y, y)
 
         @tf.function(input_signature=[tf.TensorSpec((1, None, None, model.latent_filters), tf.float32),
                                       tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)])  # fmt: skip
         def synthesis(y_hat, height, width):
-            return model.synthesis(y_hat, height, width)
+            return model_ref().synthesis(y_hat, height, width)
 
         graphs = _GRAPHS[model] = (analysis, synthesis)
     return graphs
@@ -132,7 +141,10 @@ def _expected_shapes(model, height, width):
 def decode_symbols(model, data):
     """bytes -> (header, dict of decoded symbols); raises BitstreamError for anything malformed."""
     header, sections = bitstream.unpack(data)
+    tables = _tables(model)
     bitstream.check_fingerprint(header, model.fingerprint())
+    if header.height * header.width > MAX_PIXELS:
+        raise BitstreamError(f"a {header.width}x{header.height} image exceeds the decoder's limit of {MAX_PIXELS} pixels")
     hyperprior = isinstance(model, ScaleHyperprior)
     if header.kind != int(hyperprior):
         raise BitstreamError("the file was written by another kind of model")
@@ -141,8 +153,11 @@ def decode_symbols(model, data):
         raise BitstreamError("latent shapes in the header do not match the image size and model")
     if len(sections) != 1:
         raise BitstreamError(f"expected one coded section, found {len(sections)}")
-    tables = _tables(model)
-    decoder = coder.Decoder(sections[0])
+    symbol_count = int(np.prod(y_shape)) + (int(np.prod(z_shape)) if z_shape else 0)
+    # No symbol costs more than a few bytes, escapes included: bound the decoder's buffers by the header.
+    if len(sections[0]) > 16 * symbol_count + 4096:
+        raise BitstreamError("coded section is larger than any coding of its symbols")
+    decoder = coder.Decoder(sections[0], symbol_count=symbol_count)
     symbols = {}
     if hyperprior:
         symbols["z"] = decoder.decode(channel_indexes(z_shape), tables["z"])

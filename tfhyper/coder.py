@@ -62,6 +62,7 @@ _LAST_SEGMENT_BITS_PER_LANE = 128
 _MIN_SYMBOLS_PER_LANE = 32
 _MIN_LANES = 16
 _FLOOR_BITS_PER_LANE = 2048
+_MAX_STEPS = 1 << 15
 
 # Renormalization: a range below 2^24 shifts one byte, below 2^16 two; indexed by range >> 16.
 _SHIFT_BYTES = np.zeros((_FULL_RANGE >> 16) + 1, np.int64)
@@ -532,7 +533,14 @@ def _choose_lanes(total_bits, last_bits, symbol_count):
     # The speed floor only where a lane that cannot retire (up to ~4 bytes) stays a small part of the file.
     floor = min(_MIN_LANES, by_symbols, total_bits / _FLOOR_BITS_PER_LANE)
     lanes = max(lanes, floor, 1.0)
-    return 1 << int(math.floor(math.log2(lanes)))
+    return max(1 << int(math.floor(math.log2(lanes))), minimum_lanes(symbol_count))
+
+
+def minimum_lanes(symbol_count):
+    """Fewest lanes for `symbol_count` symbols: bounds the decoder's Python steps (at most 2^15 per stream), so
+    that neither a flat image nor a crafted file can make decoding crawl one symbol per step."""
+    needed = -(-int(symbol_count) // _MAX_STEPS)
+    return min(1 << _MAX_LANES_LOG2, 1 << max(0, (needed - 1).bit_length()))
 
 
 def _header(lanes_log2, segments):
@@ -786,7 +794,7 @@ class Decoder:
     the sizes of the indexes given.
     """
 
-    def __init__(self, data):
+    def __init__(self, data, symbol_count=None):
         try:
             data = bytes(memoryview(data))
         except TypeError:
@@ -808,6 +816,11 @@ class Decoder:
         if lanes_log2 > _MAX_LANES_LOG2:
             raise BitstreamError(f"coded stream declares 2**{lanes_log2} lanes (at most 2**{_MAX_LANES_LOG2})")
         self._lanes = 1 << lanes_log2
+        if symbol_count is not None and self._lanes < minimum_lanes(symbol_count):
+            raise BitstreamError(
+                f"coded stream uses {self._lanes} lanes for {symbol_count} symbols "
+                f"(at least {minimum_lanes(symbol_count)})"
+            )
         self._body = np.frombuffer(data, np.uint8, offset=at)
         self._body_bytes = data[at:]
         pad = np.zeros(4 * self._lanes + 16, np.uint8)

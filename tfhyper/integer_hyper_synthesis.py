@@ -16,6 +16,7 @@ total below 2^52.
 """
 import math
 
+import keras
 import numpy as np
 
 # Fractional bits of activations (sigma resolution 2^-16, far below the spacing of the scale table).
@@ -36,12 +37,14 @@ def _round_half_up(x):
 def _fixed_point_weights(kernel, bias, weight_bits):
     """kernel * 2^f rounded, with f chosen per output channel so that its largest weight uses weight_bits
     bits (per channel, because channels of one layer differ in magnitude by orders)."""
+    # Exponents from frexp and scaling with ldexp: exact by specification (a pow or log2 routine might not be).
     largest = np.max(np.abs(kernel.astype(np.float64)), axis=(0, 1, 2))
-    largest = np.where(largest > 0, largest, 1.0)
-    fraction = weight_bits - np.ceil(np.log2(largest))
-    kernel_q = _round_half_up(kernel.astype(np.float64) * 2.0**fraction)
-    # The bias enters at the product's scale, 2^(ACTIVATION_FRACTION + fraction).
-    bias_q = _round_half_up(bias.astype(np.float64) * 2.0 ** (ACTIVATION_FRACTION + fraction))
+    fraction = weight_bits - np.frexp(np.where(largest > 0, largest, 1.0))[1]
+    # A channel of tiny weights must not push its bias (at scale 2^(ACTIVATION_FRACTION + fraction)) past the budget.
+    bias_exponent = np.frexp(np.where(bias != 0, np.abs(bias.astype(np.float64)), 1.0))[1]
+    fraction = np.minimum(fraction, SUM_BITS - 1 - ACTIVATION_FRACTION - bias_exponent).astype(np.int64)
+    kernel_q = _round_half_up(np.ldexp(kernel.astype(np.float64), fraction))
+    bias_q = _round_half_up(np.ldexp(bias.astype(np.float64), ACTIVATION_FRACTION + fraction))
     if np.max(np.abs(bias_q), initial=0.0) >= BIAS_LIMIT:
         raise ValueError("h_s biases are too large relative to its weights for exact integer arithmetic")
     return kernel_q, bias_q, fraction
@@ -67,7 +70,7 @@ class IntegerLayer:
         out = self._transposed(x) if self.transposed else self._same(x)
         out += self.bias
         # Back to the activation scale: exact division by a power of two, then one rounding rule.
-        out = _round_half_up(out * 2.0**-self.fraction)
+        out = _round_half_up(np.ldexp(out, -self.fraction))
         if self.relu:
             np.maximum(out, 0.0, out=out)
         limit = 2.0**ACTIVATION_BITS
@@ -105,12 +108,12 @@ class IntegerHyperSynthesis:
     def __init__(self, layers, medians, thresholds, scale_bound):
         self.layers = layers
         # z_hat = symbol + median; the median enters in fixed point, so the input is an integer too.
-        self.medians_q = _round_half_up(np.asarray(medians, np.float64) * 2.0**ACTIVATION_FRACTION)
+        self.medians_q = _round_half_up(np.ldexp(np.asarray(medians, np.float64), ACTIVATION_FRACTION))
         # Index of sigma = number of thresholds below it (see entropy_models.scale_thresholds), compared in
         # fixed point: sigma_q > floor(threshold * 2^f)  <=>  sigma_q / 2^f > threshold for integer sigma_q.
-        self.thresholds_q = np.floor(np.asarray(thresholds, np.float64) * 2.0**ACTIVATION_FRACTION)
+        self.thresholds_q = np.floor(np.ldexp(np.asarray(thresholds, np.float64), ACTIVATION_FRACTION))
         # floor, so that sigma at the bound itself gets index 0 like the float path.
-        self.bound_q = math.floor(scale_bound * 2.0**ACTIVATION_FRACTION)
+        self.bound_q = math.floor(math.ldexp(scale_bound, ACTIVATION_FRACTION))
 
     @classmethod
     def from_model(cls, model, medians, thresholds):
@@ -120,15 +123,15 @@ class IntegerHyperSynthesis:
             if inner is None:
                 layers[-1].relu = True  # the ReLU after the previous convolution
                 continue
-            core = [l for l in inner if hasattr(l, "kernel")][0]
-            kernel, bias = (w.numpy() for w in core.weights)
-            layers.append(IntegerLayer(kernel, bias, transposed="transpose" in type(core).__name__.lower(), relu=False))
+            core = next(layer for layer in inner if isinstance(layer, keras.layers.Conv2D | keras.layers.Conv2DTranspose))
+            transposed = isinstance(core, keras.layers.Conv2DTranspose)
+            layers.append(IntegerLayer(core.kernel.numpy(), core.bias.numpy(), transposed=transposed, relu=False))
         return cls(layers, medians, thresholds, model.gaussian_conditional.scale_bound)
 
     def sigma_fixed_point(self, z_symbols, y_hw):
         """sigma_hat * 2^ACTIVATION_FRACTION as integers, shape (H_y, W_y, M), lower-bounded like eq. 7."""
         limit = 2.0**ACTIVATION_BITS
-        x = np.clip(z_symbols.astype(np.float64) * 2.0**ACTIVATION_FRACTION + self.medians_q, -limit, limit)
+        x = np.clip(np.ldexp(z_symbols.astype(np.float64), ACTIVATION_FRACTION) + self.medians_q, -limit, limit)
         for layer in self.layers:
             x = layer(x)
         x = x[: y_hw[0], : y_hw[1]]

@@ -174,14 +174,10 @@ class CompressionModel(keras.Model):
         """Builds the integer coding tables from the trained densities; run after training (`save` does)."""
         raise NotImplementedError
 
-    def save(self, filepath, *args, **kwargs):
-        """Saves the model with its integer coding tables, rebuilt from the current weights first."""
-        if not self.built:
-            self.build()
-        self.update_tables()
-        return super().save(filepath, *args, **kwargs)
-
     def save_own_variables(self, store):
+        # Every way of saving (model.save, keras.saving.save_model, save_weights) stores tables that match
+        # the weights being saved.
+        self.update_tables()
         super().save_own_variables(store)
         for name, array in _tables_to_arrays(self.coding_tables).items():
             store[name] = array
@@ -202,8 +198,10 @@ class CompressionModel(keras.Model):
         cached = _FINGERPRINTS.get(self)
         if cached is not None and cached[0] == self.tables_version:
             return cached[1]
+        # What decoding depends on: architecture, weights, tables (not the name, lambda or distortion).
+        decoding = {k: self.get_config()[k] for k in ("num_filters", "latent_filters", "density_filters", "fixed_medians")}
         digest = hashlib.sha256(type(self).__name__.encode())
-        digest.update(json.dumps(self.get_config(), sort_keys=True).encode())
+        digest.update(json.dumps(decoding, sort_keys=True).encode())
         for weight in self.weights:
             digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
         for name, array in sorted(_tables_to_arrays(self.coding_tables).items()):

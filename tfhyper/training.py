@@ -85,8 +85,21 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        progress = {"epochs_done": epoch + 1, "steps_done": (epoch + 1) * self.steps_per_epoch, "metrics": logs}
+        steps = int(self.model.optimizer.iterations.numpy())
+        progress = {"epochs_done": epoch + 1, "steps_done": steps, "metrics": logs}
         write_json_atomic(self.run_dir / "progress.json", progress)
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Ends training after exactly `steps` optimizer steps, also in the middle of a checkpoint interval."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
+            self.model.stop_training = True
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -119,7 +132,6 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
     A finished run is not retrained; a run whose settings differ from `run.json` is refused, so a
     directory never mixes two experiments.
     """
-    from tfhyper.data import make_dataset
     from tfhyper.models import load_model
 
     run_dir = pathlib.Path(run_dir)
@@ -139,16 +151,30 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
         progress = json.loads((run_dir / "progress.json").read_text())
         return load_model(final), progress.get("metrics", {})
 
+    previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
+    try:
+        return _train(config, run_dir, final, verbose, extra_callbacks)
+    finally:
+        # The policy is process-wide: models made after this run must not silently compute in bfloat16.
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(config, run_dir, final, verbose, extra_callbacks):
+    from tfhyper.data import make_dataset
+    from tfhyper.models import load_model
+
     steps_per_epoch = min(config.checkpoint_every, config.steps)
     epochs = math.ceil(config.steps / steps_per_epoch)
     checkpoint = run_dir / "checkpoint.keras"
     initial_epoch = 0
     if checkpoint.exists():
         model = load_model(checkpoint)
-        initial_epoch = json.loads((run_dir / "progress.json").read_text())["epochs_done"]
+        # The step count lives in the checkpoint itself (the optimizer's), so it cannot disagree with it.
+        done = int(model.optimizer.iterations.numpy())
+        initial_epoch = done // steps_per_epoch if done < config.steps else epochs
         if verbose:
-            print(f"Resuming {run_dir} at step {initial_epoch * steps_per_epoch} of {epochs * steps_per_epoch}")
+            print(f"Resuming {run_dir} at step {done} of {config.steps}")
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_model(config)
@@ -172,6 +198,7 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
         shuffle=False,  # the dataset shuffles itself
         verbose=verbose,
         callbacks=[
+            StopAtStep(config.steps),
             nan_guard,
             AtomicCheckpoint(run_dir, steps_per_epoch),
             keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), update_freq=100),
@@ -181,12 +208,16 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
     if nan_guard.diverged_at is not None:
         raise TrainingDiverged(
             f"loss became NaN or infinite; the last good checkpoint is kept in {run_dir} "
-            "(try a lower --learning_rate)"
+            "(to try a lower --learning_rate, use a new --model_dir)"
         )
-    metrics = {k: float(v[-1]) for k, v in history.history.items()} if history.history else {}
+    if history.history:
+        metrics = {k: float(v[-1]) for k, v in history.history.items()}
+    else:  # killed after its last checkpoint: nothing left to train, the metrics are in progress.json
+        metrics = json.loads((run_dir / "progress.json").read_text()).get("metrics", {})
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=run_dir)
     os.close(fd)
     model.save(tmp)
     os.replace(tmp, final)
-    write_json_atomic(run_dir / "progress.json", {"epochs_done": epochs, "steps_done": epochs * steps_per_epoch, "metrics": metrics})
+    steps = int(model.optimizer.iterations.numpy())
+    write_json_atomic(run_dir / "progress.json", {"epochs_done": epochs, "steps_done": steps, "metrics": metrics})
     return model, metrics
