@@ -22,3 +22,21 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.fail(f"shared data not found at {SHARED}; set TFHYPER_SHARED")
     return SHARED
+
+
+# MS-SSIM's five scales need 161 pixels; 192 halves evenly down to 12.
+KODAK_CROP_SIDE = 192
+
+
+@pytest.fixture(scope="session")
+def crops(shared_dir):
+    """Two 192x192 uint8 crops of Kodak images, for tests that measure codecs on real content."""
+    from PIL import Image
+    import numpy as np
+
+    images = {}
+    for name, (top, left) in {"kodim05": (100, 300), "kodim23": (150, 250)}.items():
+        with Image.open(shared_dir / "data" / "kodak" / f"{name}.png") as image:
+            side = KODAK_CROP_SIDE
+            images[name] = np.asarray(image.convert("RGB"))[top : top + side, left : left + side].copy()
+    return images

@@ -10,21 +10,14 @@ import sys
 import numpy as np
 import pillow_heif
 import pytest
+from conftest import KODAK_CROP_SIDE as SIDE
 from PIL import Image
 
 from experiments import baselines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIDE = 192  # MS-SSIM's five scales need 161 pixels; 192 halves evenly down to 12.
 
 
-@pytest.fixture(scope="module")
-def crops(shared_dir):
-    images = {}
-    for name, (top, left) in {"kodim05": (100, 300), "kodim23": (150, 250)}.items():
-        with Image.open(shared_dir / "data" / "kodak" / f"{name}.png") as image:
-            images[name] = np.asarray(image.convert("RGB"))[top : top + SIDE, left : left + SIDE].copy()
-    return images
 
 
 # --- independent specification of each configuration: Pillow / pillow-heif called directly -----------------

@@ -16,16 +16,8 @@ from experiments import evaluate, sweep
 from tfhyper import paper
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIDE = 192
 
 
-@pytest.fixture(scope="module")
-def crops(shared_dir):
-    images = {}
-    for name, (top, left) in {"kodim05": (100, 300), "kodim23": (150, 250)}.items():
-        with Image.open(shared_dir / "data" / "kodak" / f"{name}.png") as image:
-            images[name] = np.asarray(image.convert("RGB"))[top : top + SIDE, left : left + SIDE].copy()
-    return images
 
 
 @pytest.fixture
