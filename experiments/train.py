@@ -1,4 +1,4 @@
-"""Train one of the paper's models (section 4.1) with absl flags.
+r"""Train one of the paper's models (section 4.1) with absl flags.
 
     python -m experiments.train --model_dir=runs/hp-q3                       # hyperprior, MSE, quality 3
     python -m experiments.train --model=factorized --distortion=ms-ssim --quality=5 --model_dir=runs/f5
