@@ -413,8 +413,12 @@ class _Escapes:
             raise BitstreamError("an escaped value does not fit int64")
         return np.where(below, low - u64(1) - overflow, high + u64(1) + overflow).view(np.int64)
 
+    def costs(self):
+        """Bits of each escape beyond its escape symbol: the bit-length class and the payload."""
+        return _INTERNAL.bits[_LENGTH_TABLE, self.lengths] + self.nbits
+
     def cost(self):
-        return float(_INTERNAL.bits[_LENGTH_TABLE, self.lengths].sum() + self.nbits.sum())
+        return float(self.costs().sum())
 
 
 def _symbols(segment):
@@ -438,10 +442,19 @@ def estimate_bits(values, indexes, tables):
     `encode` adds only its own overhead: a header byte, about half a bit per lane, the last lane's 32-bit window
     (which checks the decoded values), and each segment's escape count (0.0035 bits when there are none).
     """
+    return float(symbol_bits(values, indexes, tables).sum())
+
+
+def symbol_bits(values, indexes, tables):
+    """The ideal code length of each value in bits (float64, the shape of `values`), escapes included.
+
+    Summed, this is `estimate_bits`; per element it shows where the bits of an image go.
+    """
     segment = _Segment.from_input((values, indexes, tables), None)
     symbols, escapes = _symbols(segment)
-    code = tables._coding
-    return float(code.bits[segment.indexes, symbols].sum()) + escapes.cost()
+    bits = tables._coding.bits[segment.indexes, symbols]
+    bits[symbols == tables._coding.lengths.take(segment.indexes) - 1] += escapes.costs()
+    return bits.reshape(np.shape(values))
 
 
 # --- coding program: blocks of symbols and the lane schedule -------------------------------------------------------
