@@ -30,7 +30,9 @@ setup(
         "tensorboard>=2.18",  # TensorFlow no longer pulls it in; training logs need it
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # nbclient, nbformat and ipykernel run notebooks/ top to bottom in the tests.
+        "test": ["pytest>=8", "hypothesis>=6.100", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "notebook": ["jupyterlab>=4"],
     },
     entry_points={"console_scripts": ["tfhyper=tfhyper.__main__:main"]},
 )

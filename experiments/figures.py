@@ -1,34 +1,43 @@
-r"""The paper's result figures, drawn from the CSVs of `experiments.evaluate` and `experiments.baselines`.
+r"""The paper's figures, drawn from the results of `experiments.evaluate` / `experiments.sweep` and
+`experiments.baselines`, and from trained models and images.
 
-    python -m experiments.figures --evaluation=results/evaluate.csv --baselines=results/baselines.csv \
-        --output_dir=figures --figures=5,7,8,10,11
+    python -m experiments.figures --evaluation=runs/cpu/results.csv --baselines=results/baselines.csv \
+        --models=runs/cpu/hyperprior-mse-q1,runs/cpu/factorized-mse-q1,... --images=../shared/data/kodak \
+        --output_dir=figures                      # every figure; --figures=5,9,12-14 draws a selection
 
 Figures (paper numbering):
-    5    RD curves over Kodak: PSNR (top) and MS-SSIM in dB (bottom) against bits per pixel: our models, the
-         codecs of the baselines CSV and the paper's published curves (`tfhyper.reference`).
-    7    side information (bpp of z_hat) against total bpp for the hyperprior models.
-    8    the non-parametric density (appendix 6.1) on a log scale: K = 1 (eq. 25) against a Laplacian, and a
-         K = 4 fit to a Gaussian+Laplacian mixture.
-    10   PSNR against bpp for every published curve, with ours and the codecs (appendix 6.4).
-    11   MS-SSIM (dB) against bpp for every published curve, with ours and the codecs (appendix 6.4).
+    2      an image, channels of y_hat of the factorized prior, y / sigma_hat of the hyperprior (models, images).
+    5      RD curves over Kodak: PSNR (top) and MS-SSIM in dB (bottom) against bits per pixel: our models, the
+           codecs of the baselines CSV and the paper's published curves (`tfhyper.reference`).
+    6      reconstructions at a low rate by hyperprior models trained for MS-SSIM and for MSE (models, images).
+    7      side information (bpp of z_hat) against total bpp for the hyperprior models.
+    8      the non-parametric density (appendix 6.1) on a log scale: K = 1 (eq. 25) against a Laplacian, and a
+           K = 4 fit to a Gaussian+Laplacian mixture.
+    9      factorized-prior models differing only in N (appendix 6.3), e.g. sweeps with different --filter_scale.
+    10     PSNR against bpp for every published curve, with ours and the codecs (appendix 6.4).
+    11     MS-SSIM (dB) against bpp for every published curve, with ours and the codecs (appendix 6.4).
+    12-35  one per Kodak image (kodim01 -> 12): its RD curves and reconstructions (appendix 6.5);
+           --per_image=NAME,... adds other images of --images. See `experiments.image_figures`.
 
-Grouping of our models into curves. The per-image CSV names each row's model; `evaluate` writes each model's
-settings into the JSON beside the CSV (same stem, suffix .json). A curve ("family") is every model sharing
-class and distortion, e.g. "ScaleHyperprior (mse)", one point per model, i.e. per lambda. Without that JSON the
-family is the model name with a last "-..." part that contains a digit removed ("hyperprior-mse-q3" ->
-"hyperprior-mse"), and the hyperprior models of Figure 7 are those with a non-zero bpp_z.
+Grouping of our models into curves. The per-image CSV names each row's model; `evaluate` (and the sweep) writes
+each model's settings into the JSON beside the CSV (same stem, suffix .json). A curve ("family") is every model
+sharing class, distortion and capacity (N relative to the paper's N at the model's lambda), e.g.
+"ScaleHyperprior (mse, N x0.25)", one point per model, i.e. per lambda. Without that JSON the family is the model
+name with a last "-..." part that contains a digit removed ("hyperprior-mse-q3" -> "hyperprior-mse"), and the
+hyperprior models of Figure 7 are those with a non-zero bpp_z. Several evaluation CSVs may be given (--evaluation
+takes a list); a model name met again in a later file is prefixed with that file's folder name.
 
-Aggregation: every point is the mean over the images of one model (or one codec quality) of bpp and of the
-metric (PSNR in dB, MS-SSIM in dB): the paper's lambda aggregation (appendix 6.4, `rd.aggregate_by_parameter`).
-The paper's MS-SSIM plots instead average over equal rates; with few settings per curve lambda aggregation is
-used for both panels here, as `experiments.baselines` does for its aggregated table.
+Aggregation (appendix 6.4, `aggregate`): PSNR points are means over the images at equal lambda (or codec quality)
+of bpp and PSNR in dB; MS-SSIM curves are interpolated per image at common rates and averaged there, in dB.
 
 Each figure is written as NAME.png and NAME.pdf (e.g. figure5.png), each saved to a temporary name in the output
 folder and then renamed over the old one, so a reader never sees half a file. A figure whose inputs are missing is
 skipped with one logged line saying why.
 """
 import csv
+import dataclasses
 import json
+import math
 import os
 import pathlib
 import re
@@ -41,10 +50,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from tfhyper import rd, reference  # noqa: E402
+from tfhyper import paper, rd, reference  # noqa: E402
 from tfhyper.losses import ms_ssim_db  # noqa: E402
 
-FIGURES = ("5", "7", "8", "10", "11")
+FIGURES = ("2", "5", "6", "7", "8", "9", "10", "11")
+PER_IMAGE_FIGURES = (12, 35)  # appendix 6.5: one figure per Kodak image, kodim01 to kodim24
 
 # The paper's own curves shown in Figure 5 (top: squared-error models, bottom: the MS-SSIM ones).
 FIGURE5_PUBLISHED = {
@@ -86,33 +96,96 @@ def read_settings(evaluation_path):
     return {name: entry.get("settings", {}) for name, entry in models.items()}
 
 
+def read_evaluations(paths):
+    """Rows and settings of one or more evaluation CSVs (e.g. the results of several sweep roots).
+
+    A model name already read from an earlier file is prefixed with its file's folder name
+    ("runs-n16/factorized-mse-q1"), so that models of the same name in different roots stay apart.
+    """
+    rows, settings, seen = [], {}, set()
+    for path in paths:
+        path = pathlib.Path(path)
+        own_rows, own_settings = read_rows(path), read_settings(path)
+        names = {row["model"] for row in own_rows}
+        rename = {name: f"{path.parent.name}/{name}" if name in seen else name for name in names}
+        for row in own_rows:
+            row["model"] = rename[row["model"]]
+        rows += own_rows
+        settings.update({rename[name]: entry for name, entry in own_settings.items() if name in rename})
+        seen |= set(rename.values())
+    return rows, settings
+
+
 def family(model, settings):
-    """The curve a model belongs to: class and distortion from its settings, else its name without the setting."""
+    """The curve a model belongs to: class and distortion from its settings, else its name without the setting.
+
+    Models whose N is not the paper's N for their lambda (scaled as in the sweep's presets) form curves of
+    their own, labelled with the scale: "FactorizedPrior (mse, N x0.125)". Figure 9 compares such curves.
+    """
     entry = settings.get(model)
     if entry and "class" in entry:
-        return f"{entry['class']} ({entry.get('distortion', '?')})"
+        scale = capacity(entry)
+        suffix = "" if scale in (None, 1.0) else f", N x{scale:g}"
+        return f"{entry['class']} ({entry.get('distortion', '?')}{suffix})"
     parts = str(model).rsplit("-", 1)
     # A last part with a digit is the setting (q3, lambda0.01), the rest names the family.
     return parts[0] if len(parts) == 2 and re.search(r"\d", parts[1]) else str(model)
+
+
+def capacity(entry):
+    """N of a model relative to the paper's N at its lambda (Figure 4, section 4.1), or None if not a paper lambda."""
+    if "lambda" not in entry or "N" not in entry:
+        return None
+    for quality in paper.QUALITIES.values():
+        if math.isclose(quality.lmbda(entry.get("distortion", "mse")), entry["lambda"], rel_tol=1e-3):
+            return entry["N"] / quality.num_filters
+    return None
 
 
 # --- curves ------------------------------------------------------------------------------------------------
 
 
 def model_curves(rows, settings, column):
-    """family -> (bpp, mean `column`), one point per model averaged over its images (appendix 6.4)."""
+    """family -> (bpp, mean `column`): one point per model averaged over its images, or, for MS-SSIM, averaged
+    over the images at equal rates (appendix 6.4, `aggregate`)."""
     groups = {}
     for row in rows:
         groups.setdefault(family(row["model"], settings), []).append(row)
-    return {name: rd.aggregate_by_parameter(group, "model", "bpp", column)[1:] for name, group in groups.items()}
+    return {name: aggregate(group, "model", column) for name, group in groups.items()}
 
 
 def codec_curves(rows, column):
-    """codec -> (bpp, mean `column`), one point per quality setting averaged over the images."""
+    """codec -> (bpp, mean `column`), aggregated over the images as `model_curves` does, per quality setting."""
     groups = {}
     for row in rows:
         groups.setdefault(row["codec"], []).append(row)
-    return {name: rd.aggregate_by_parameter(group, "quality", "bpp", column)[1:] for name, group in groups.items()}
+    return {name: aggregate(group, "quality", column) for name, group in groups.items()}
+
+
+RATE_POINTS = 12  # rates at which the MS-SSIM curves of single images are interpolated and averaged
+
+
+def aggregate(rows, setting, column):
+    """One curve over an image set, as in appendix 6.4.
+
+    PSNR (any column but MS-SSIM): rate and metric averaged over the images at each `setting` (lambda or codec
+    quality). MS-SSIM: every image's curve interpolated at RATE_POINTS rates evenly spaced over the range all
+    images cover, then averaged at equal rates (`rd.aggregate_by_rate`, on MS-SSIM in dB, the scale plotted).
+    With fewer than two settings, or images whose rate ranges do not overlap, MS-SSIM falls back to averaging
+    at equal settings, logged once per curve.
+    """
+    if column.startswith("ms_ssim"):
+        per_image = {}
+        for row in rows:
+            per_image.setdefault(row["image"], []).append((row["bpp"], row[column]))
+        curves = {image: tuple(map(np.asarray, zip(*sorted(points)))) for image, points in per_image.items()}
+        lo = max(rates[0] for rates, _ in curves.values())
+        hi = min(rates[-1] for rates, _ in curves.values())
+        if all(len(rates) >= 2 for rates, _ in curves.values()) and lo < hi:
+            return rd.aggregate_by_rate(curves, np.linspace(lo, hi, RATE_POINTS))
+        logging.info("MS-SSIM averaged at equal settings: the images' rate ranges do not overlap (%s)",
+                     rows[0].get(setting))
+    return rd.aggregate_by_parameter(rows, setting, "bpp", column)[1:]
 
 
 def published_curves(names, metric):
@@ -209,6 +282,41 @@ def figure7(evaluation_rows, settings=None):
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=9)
     axes.set_title("Side information vs total rate (paper Figure 7)")
+    figure.tight_layout()
+    return figure
+
+
+def capacity_curves(rows, settings):
+    """label -> (bpp, mean PSNR) of the factorized MSE models, one curve per capacity (N relative to the paper's)."""
+    groups = {}
+    for row in rows:
+        entry = settings.get(row["model"], {})
+        if entry.get("class") == "FactorizedPrior" and entry.get("distortion") == "mse":
+            scale = capacity(entry)
+            groups.setdefault(entry["N"] if scale is None else scale, []).append(row)
+    if len(groups) < 2:
+        raise MissingInput("figure 9 needs factorized MSE models of two or more capacities N in the evaluation "
+                           "results (with the settings JSON beside the CSV), e.g. a sweep with --filter_scale")
+    curves = {}
+    for key in sorted(groups):
+        numbers = sorted({int(settings[row["model"]]["N"]) for row in groups[key]})
+        curves[f"N = {', '.join(map(str, numbers))}"] = aggregate(groups[key], "model", "psnr")
+    return curves
+
+
+def figure9(evaluation_rows, settings=None):
+    """Figure 9: factorized-prior models differing only in their number of filters N (appendix 6.3)."""
+    if not evaluation_rows:
+        raise MissingInput("figure 9 needs the evaluation CSV (--evaluation)")
+    curves = capacity_curves(evaluation_rows, settings or {})
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for name, (bpp, psnr) in curves.items():
+        axes.plot(bpp, psnr, "-o", linewidth=2, label=f"ours: factorized prior, {name}")
+    axes.set_xlabel(RATE_LABEL)
+    axes.set_ylabel(METRICS["psnr"][1])
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=9, loc="lower right")
+    axes.set_title("Transform capacity, factorized prior (paper Figure 9)")
     figure.tight_layout()
     return figure
 
@@ -368,26 +476,109 @@ def load_optional(path, what):
     return read_rows(path)
 
 
-def make_figures(selected, output_dir, evaluation=None, baselines=None):
-    """Draw and save the selected figures; returns name -> written paths, skipping those whose inputs are missing."""
-    evaluation_rows = load_optional(evaluation, "evaluation")
+def load_evaluations(paths):
+    """Rows and settings of the evaluation CSVs that exist (missing ones logged), or (None, {})."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found = []
+    for path in paths or ():
+        if pathlib.Path(path).is_file():
+            found.append(path)
+        else:
+            logging.warning("evaluation CSV not found: %s", path)
+    return read_evaluations(found) if found else (None, {})
+
+
+def expand(selected):
+    """Figure numbers from the command line's list: "12-35" stands for the per-image figures 12 to 35."""
+    numbers = []
+    for item in selected:
+        if re.fullmatch(r"\d+-\d+", item):
+            first, last = map(int, item.split("-"))
+            numbers += [str(n) for n in range(first, last + 1)]
+        else:
+            numbers.append(item)
+    return list(dict.fromkeys(numbers))
+
+
+def unknown_figures(selected):
+    known = set(FIGURES) | {str(n) for n in range(PER_IMAGE_FIGURES[0], PER_IMAGE_FIGURES[1] + 1)}
+    return [number for number in expand(selected) if number not in known]
+
+
+@dataclasses.dataclass
+class ImageOptions:
+    """What the figures showing images draw (see `experiments.image_figures`)."""
+
+    figure2_image: str = "kodim23"
+    figure6_image: str = "kodim20"
+    figure6_crop: tuple = (200, 160, 256, 320)  # top, left, height, width: the aeroplane's lettering and grass
+    point: int = 3  # rate point of the per-image reconstructions, from the lowest (the paper: the third)
+    per_image: tuple = ()  # more images (by name) to draw per-image figures for, besides Kodak's numbers
+
+
+def make_figures(selected, output_dir, evaluation=None, baselines=None, models=None, images=None,
+                 options=ImageOptions()):
+    """Draw and save the selected figures; returns name -> written paths, skipping those whose inputs are missing.
+
+    evaluation: one CSV of `experiments.evaluate` (or of a sweep) or a list of them; models: saved models or run
+    directories (figures 2, 6 and the reconstructions of 12-35); images: a folder of images (e.g. Kodak).
+    """
+    from experiments import baselines as codecs, image_figures
+
+    evaluation_rows, settings = load_evaluations(evaluation)
     baseline_rows = load_optional(baselines, "baselines")
-    settings = read_settings(evaluation) if evaluation_rows else {}
+    loaded = {}
+
+    def need_models():
+        if not models:
+            raise MissingInput("it needs trained models (--models)")
+        if "models" not in loaded:
+            loaded["models"] = image_figures.load_models(models)
+        return loaded["models"]
+
+    def need_image(name):
+        if not images:
+            raise MissingInput("it needs the images (--images)")
+        if "images" not in loaded:
+            loaded["images"] = codecs.load_images(images)
+        if name not in loaded["images"]:
+            raise MissingInput(f"image {name} is not in {images}")
+        return loaded["images"][name]
+
     builders = {
+        "2": lambda: image_figures.figure2(need_models(), need_image(options.figure2_image), options.figure2_image),
         "5": lambda: figure5(evaluation_rows, baseline_rows, settings),
+        "6": lambda: image_figures.figure6(need_models(), need_image(options.figure6_image), options.figure6_crop,
+                                           options.figure6_image),
         "7": lambda: figure7(evaluation_rows, settings),
         "8": figure8,
+        "9": lambda: figure9(evaluation_rows, settings),
         "10": lambda: figure10(evaluation_rows, baseline_rows, settings),
         "11": lambda: figure11(evaluation_rows, baseline_rows, settings),
     }
+
+    def per_image(name):
+        return lambda: image_figures.per_image_figure(
+            name, need_image(name), evaluation_rows, baseline_rows, settings,
+            need_models() if models else {}, options.point)
+
+    jobs = []
+    for number in expand(selected):
+        if number in builders:
+            jobs.append((number, f"figure{number}", builders[number]))
+        else:
+            name = f"kodim{int(number) - PER_IMAGE_FIGURES[0] + 1:02d}"
+            jobs.append((number, f"figure{number}", per_image(name)))
+    jobs += [(name, f"image-{name}", per_image(name)) for name in options.per_image]
     written = {}
-    for number in selected:
+    for number, file_name, build in jobs:
         try:
-            figure = builders[number]()
+            figure = build()
         except MissingInput as reason:
             logging.warning("skipping figure %s: %s", number, reason)
             continue
-        written[number] = save_figure(figure, output_dir, f"figure{number}")
+        written[number] = save_figure(figure, output_dir, file_name)
         logging.info("wrote figure %s: %s", number, ", ".join(map(str, written[number])))
     return written
 
@@ -397,21 +588,45 @@ def make_figures(selected, output_dir, evaluation=None, baselines=None):
 
 def define_flags():
     """The command line's flags; defined on demand so that importing this module adds none to other programs."""
-    flags.DEFINE_string("evaluation", None, "Per-image CSV of experiments.evaluate (its .json beside it is used "
-                                            "for model settings when present).")
+    defaults = ImageOptions()
+    flags.DEFINE_list("evaluation", None, "Per-image CSVs of experiments.evaluate or experiments.sweep (the .json "
+                                          "beside each is used for model settings when present).")
     flags.DEFINE_string("baselines", None, "Per-image CSV of experiments.baselines.")
+    flags.DEFINE_list("models", None, "Trained models (.keras files or run directories) for figures 2, 6 and the "
+                                      "reconstructions of 12-35; a sweep's run directories, e.g. runs/cpu/*-q*.")
+    flags.DEFINE_string("images", None, "Folder of the images the figures show (e.g. ../shared/data/kodak).")
     flags.DEFINE_string("output_dir", "figures", "Folder for figureN.png and figureN.pdf.")
-    flags.DEFINE_list("figures", list(FIGURES), f"Figures to draw, from: {', '.join(FIGURES)}.")
+    flags.DEFINE_list("figures", [*FIGURES, "12-35"], "Figures to draw, from: "
+                      f"{', '.join(FIGURES)} and 12-35 (one per Kodak image; ranges such as 12-14 allowed).")
+    flags.DEFINE_string("figure2_image", defaults.figure2_image, "Image of figure 2 (latents).")
+    flags.DEFINE_string("figure6_image", defaults.figure6_image, "Image of figure 6 (reconstructions at a low rate).")
+    flags.DEFINE_list("figure6_crop", list(map(str, defaults.figure6_crop)),
+                      "Region of figure 6 in pixels: top, left, height, width.")
+    flags.DEFINE_integer("point", defaults.point, "Rate point (1 = lowest) of the reconstructions in figures "
+                                                  "12-35 (the paper shows the third).", lower_bound=1)
+    flags.DEFINE_list("per_image", [], "Other images (names in --images) to draw per-image figures for.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     options = flags.FLAGS
-    unknown = [name for name in options.figures if name not in FIGURES]
+    unknown = unknown_figures(options.figures)
     if unknown:
-        raise app.UsageError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
-    make_figures(options.figures, options.output_dir, options.evaluation, options.baselines)
+        raise app.UsageError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}, 12-35")
+    try:
+        crop = tuple(int(value) for value in options.figure6_crop)
+    except ValueError:
+        crop = ()
+    if len(crop) != 4 or min(crop[2:]) < 1:
+        raise app.UsageError("--figure6_crop needs four integers: top, left, height, width (sizes >= 1)")
+    image_options = ImageOptions(options.figure2_image, options.figure6_image, crop, options.point,
+                                 tuple(options.per_image))
+    try:
+        make_figures(options.figures, options.output_dir, options.evaluation, options.baselines, options.models,
+                     options.images, image_options)
+    except ValueError as error:  # unreadable models or images: one line, not a traceback
+        raise app.UsageError(str(error)) from None
 
 
 if __name__ == "__main__":

@@ -148,3 +148,56 @@ def test_cli_writes_and_skips(inputs, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "skipping figure 7" in result.stderr and "--evaluation" in result.stderr
     assert not (out / "figure7.png").exists()
+
+
+def test_ms_ssim_curves_average_at_equal_rates():
+    """Appendix 6.4: MS-SSIM curves are interpolated per image at common rates, then averaged there."""
+    rows = []
+    for image, (offset, rates) in {"a": (10.0, (0.2, 0.5, 1.0)), "b": (12.0, (0.3, 0.6, 1.2))}.items():
+        for q, bpp in enumerate(rates):  # each image's curve is the line 8 * bpp + offset
+            rows.append({"model": f"m-q{q}", "image": image, "bpp": bpp, "ms_ssim_db": 8 * bpp + offset,
+                         "psnr": 30.0})
+    rates, values = figures.aggregate(rows, "model", "ms_ssim_db")
+    np.testing.assert_allclose(rates, np.linspace(0.3, 1.0, figures.RATE_POINTS))
+    np.testing.assert_allclose(values, 8 * rates + 11.0)
+    # PSNR keeps lambda aggregation: one point per model.
+    assert len(figures.aggregate(rows, "model", "psnr")[0]) == 3
+
+
+def test_capacity_is_n_relative_to_the_paper():
+    assert figures.capacity({"N": 32, "lambda": 0.0018, "distortion": "mse"}) == 0.25
+    assert figures.capacity({"N": 48, "lambda": 0.0932, "distortion": "mse"}) == 0.25
+    assert figures.capacity({"N": 128, "lambda": 16.64, "distortion": "ms-ssim"}) == 1.0
+    assert figures.capacity({"N": 32, "lambda": 0.5, "distortion": "mse"}) is None
+
+
+def test_figure9_draws_one_curve_per_capacity(tmp_path):
+    rows, models = [], {}
+    for n, gain in ((16, 0.0), (32, 1.0)):
+        for q, lmbda in ((1, 0.0018), (4, 0.0130)):
+            name = f"factorized-n{n}-q{q}"
+            models[name] = {"settings": {"class": "FactorizedPrior", "distortion": "mse", "N": n, "M": 2 * n,
+                                         "lambda": lmbda}}
+            for image in IMAGES:
+                rows.append({"model": name, "image": image, "bpp": 0.2 * q, "psnr": 25 + q + gain,
+                             "ms_ssim_db": 10.0, "bpp_z": 0.0})
+    evaluation = _write_csv(tmp_path / "eval.csv", rows)
+    evaluation.with_suffix(".json").write_text(json.dumps({"models": models}))
+    rows, settings = figures.read_evaluations([evaluation])
+    curves = figures.capacity_curves(rows, settings)
+    assert list(curves) == ["N = 16", "N = 32"]
+    np.testing.assert_allclose(curves["N = 32"][1], curves["N = 16"][1] + 1.0)
+    _check_written(figures.save_figure(figures.figure9(rows, settings), tmp_path, "figure9"))
+    with pytest.raises(figures.MissingInput, match="capacities"):
+        figures.figure9([row for row in rows if "n16" in row["model"]], settings)
+
+
+def test_evaluations_of_several_roots_keep_same_named_models_apart(tmp_path):
+    first = tmp_path / "a" / "results.csv"
+    second = tmp_path / "b" / "results.csv"
+    for path in (first, second):
+        path.parent.mkdir()
+        _write_csv(path, evaluation_rows())
+    rows, _ = figures.read_evaluations([first, second])
+    names = {row["model"] for row in rows}
+    assert "hyperprior-mse-q1" in names and "b/hyperprior-mse-q1" in names and len(rows) == 2 * len(evaluation_rows())
