@@ -171,8 +171,8 @@ def aggregate(rows, setting, column):
     PSNR (any column but MS-SSIM): rate and metric averaged over the images at each `setting` (lambda or codec
     quality). MS-SSIM: every image's curve interpolated at RATE_POINTS rates evenly spaced over the range all
     images cover, then averaged at equal rates (`rd.aggregate_by_rate`, on MS-SSIM in dB, the scale plotted).
-    With fewer than two settings, or images whose rate ranges do not overlap, MS-SSIM falls back to averaging
-    at equal settings, logged once per curve.
+    Where that is impossible (fewer than two settings, images whose rate ranges do not overlap, two settings at
+    the same rate on an image), MS-SSIM falls back to averaging at equal settings, logged once per curve.
     """
     if column.startswith("ms_ssim"):
         per_image = {}
@@ -181,10 +181,13 @@ def aggregate(rows, setting, column):
         curves = {image: tuple(map(np.asarray, zip(*sorted(points)))) for image, points in per_image.items()}
         lo = max(rates[0] for rates, _ in curves.values())
         hi = min(rates[-1] for rates, _ in curves.values())
-        if all(len(rates) >= 2 for rates, _ in curves.values()) and lo < hi:
-            return rd.aggregate_by_rate(curves, np.linspace(lo, hi, RATE_POINTS))
-        logging.info("MS-SSIM averaged at equal settings: the images' rate ranges do not overlap (%s)",
-                     rows[0].get(setting))
+        try:
+            if all(len(rates) >= 2 for rates, _ in curves.values()) and lo < hi:
+                return rd.aggregate_by_rate(curves, np.linspace(lo, hi, RATE_POINTS))
+            reason = "the images' rate ranges do not overlap"
+        except ValueError as error:  # e.g. two settings at the same rate on one image
+            reason = str(error)
+        logging.info("MS-SSIM averaged at equal settings (%s): %s", rows[0].get(setting), reason)
     return rd.aggregate_by_parameter(rows, setting, "bpp", column)[1:]
 
 
@@ -252,8 +255,11 @@ def _limit_to_ours(axes, ours, codecs):
     axes.set_ylim(values.min() - 0.3 * span, values.max() + 0.3 * span)
 
 
-def figure5(evaluation_rows, baseline_rows=None, settings=None):
-    """Figure 5: PSNR (top) and MS-SSIM in dB (bottom) against bpp, ours vs codecs vs the paper's curves."""
+def figure5(evaluation_rows, baseline_rows=None, settings=None, published=True, title=None):
+    """Figure 5: PSNR (top) and MS-SSIM in dB (bottom) against bpp, ours vs codecs vs the paper's curves.
+
+    published: overlay the paper's Kodak curves (only meaningful when the images are Kodak).
+    """
     if not evaluation_rows:
         raise MissingInput("figure 5 needs the evaluation CSV (--evaluation)")
     figure, panels = plt.subplots(2, 1, figsize=(7.5, 10))
@@ -261,8 +267,8 @@ def figure5(evaluation_rows, baseline_rows=None, settings=None):
         column, label = METRICS[metric]
         draw_rd(axes, model_curves(evaluation_rows, settings or {}, column),
                 codec_curves(baseline_rows, column) if baseline_rows else {},
-                published_curves(FIGURE5_PUBLISHED[metric], metric), label)
-    panels[0].set_title("Kodak, averaged over images (paper Figure 5)")
+                published_curves(FIGURE5_PUBLISHED[metric], metric) if published else {}, label)
+    panels[0].set_title(title or "Kodak, averaged over images (paper Figure 5)")
     figure.tight_layout()
     return figure
 

@@ -1,69 +1,128 @@
-"""The main job for a new user: train a small scale-hyperprior model and report its rate and distortion.
+r"""The main job for a new user: small models of both priors, real files, the codecs, a report and a plot.
 
-    python -m experiments.quickstart                        # built-in synthetic images, a few minutes on 2 cores
-    python -m experiments.quickstart --data=../shared/data/train --steps=2000
+    python -m experiments.quickstart                  # built-in synthetic images, about 15 minutes on 2 cores
+    python -m experiments.quickstart --full --data=../shared/data/train --kodak=../shared/data/kodak
 
-It trains with the paper's loss (eq. 10) on random crops, evaluates on held-out crops with real rounding,
-compresses one held-out image to a real .tfh file and back, and prints rate, distortion and PSNR.
-Everything it writes goes to --output_dir (default: quickstart_output/).
+On a fresh machine with nothing downloaded it:
+1. trains the factorized-prior and scale-hyperprior models (eq. 10, MSE) at four of the paper's lambdas, with N
+   and M a quarter of the paper's, on random crops of the built-in dead-leaves images (or of --data);
+2. compresses sample images (synthetic dead leaves; Kodak with --full or --images) to real .tfh files and
+   back, measuring bpp from the file sizes, PSNR and MS-SSIM (`experiments.evaluate`);
+3. runs the classical codecs on the same images (`experiments.baselines`: JPEG, WebP, JPEG 2000, AVIF, HEVC);
+4. writes --output_dir/report.md (models, codecs, BD-rates of the hyperprior against the factorized prior and
+   each codec; with Kodak also against the paper's curves) and --output_dir/figure5.png (and .pdf), the
+   Figure 5-style plot.
+
+--full trains with the sweep's cpu preset (3000 steps per model) and evaluates on Kodak. Training is resumable:
+run the same command again after an interruption; finished models are kept and not retrained, and the results
+files are rewritten atomically.
 """
+import dataclasses
 import pathlib
+import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
+from experiments import baselines, evaluate, figures, report, sweep
+
 FLAGS = flags.FLAGS
+QUICK = dataclasses.replace(sweep.PRESETS["cpu"], steps=600, checkpoint_every=200)
+SAMPLE_SIDE = 256  # synthetic sample images: large enough for MS-SSIM's five scales (161 pixels)
+SAMPLE_COUNT = 4
+SAMPLE_SEED = 2018
+
 flags.DEFINE_string("data", None, "Training images (folder, glob or tfds:NAME); default: built-in synthetic images.")
-flags.DEFINE_integer("steps", 600, "Training steps.", lower_bound=1)
-flags.DEFINE_integer("num_filters", 64, "N of figure 4 (the paper: 128 or 192).", lower_bound=1)
-flags.DEFINE_integer("latent_filters", 96, "M of figure 4 (the paper: 192 or 320).", lower_bound=1)
-flags.DEFINE_float("lmbda", 0.0130, "Rate-distortion trade-off (quality 4 of the paper's MSE models).")
-flags.DEFINE_integer("patch_size", 128, "Crop size (the paper: 256; smaller trains faster on a CPU).", lower_bound=64)
-flags.DEFINE_integer("batch_size", 8, "Crops per step (the paper: 8).", lower_bound=1)
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (the paper: 1e-4 for its million-step runs).")
-flags.DEFINE_string("output_dir", "quickstart_output", "Where the run, the model and the sample file go.")
+flags.DEFINE_bool("full", False, "Train longer (the sweep's cpu preset, 3000 steps per model) and evaluate on Kodak "
+                                 "(--kodak, or downloaded once when online).")
+flags.DEFINE_integer("steps", None, f"Training steps per model (default {QUICK.steps}; "
+                                    f"{sweep.PRESETS['cpu'].steps} with --full).", lower_bound=1)
+flags.DEFINE_list("qualities", ["1", "3", "5", "7"], "The paper's rate points to train (four or more give BD-rates).")
+flags.DEFINE_list("codecs", list(baselines.CODECS), "Classical codecs to compare with.")
+flags.DEFINE_string("output_dir", "quickstart_output", "Where the runs, results, report and plot go.")
+flags.DEFINE_string("images", None, "Folder of images to compress and measure (default: synthetic samples; "
+                                    "Kodak with --full).")
+evaluate.define_image_flags()
+
+
+def sample_images():
+    """name -> uint8 dead-leaves images: test images that need no download (shared statistics with photos)."""
+    from tfhyper.data import dead_leaves
+
+    rng = np.random.default_rng(SAMPLE_SEED)
+    return {f"dead-leaves-{i + 1}": (dead_leaves(SAMPLE_SIDE, rng) * 255).round().astype(np.uint8)
+            for i in range(SAMPLE_COUNT)}
+
+
+def write_sample_files(models_dir, images, out):
+    """Each image compressed to a real .tfh file by the highest-rate hyperprior, and the decoded PNG beside it."""
+    import tfhyper
+    from tfhyper.imageio import atomic_write_bytes, write_png
+
+    runs = sorted(pathlib.Path(models_dir).glob("hyperprior-*"), key=lambda p: int(p.name.rsplit("q", 1)[1]))
+    if not runs:
+        return []
+    model = tfhyper.load_model(runs[-1] / evaluate.MODEL_FILE)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, image in images.items():
+        data = tfhyper.compress(model, image)
+        atomic_write_bytes(out / f"{name}.tfh", data, force=True)
+        write_png(out / f"{name}.decoded.png", tfhyper.decompress(model, data), force=True)
+        written.append((name, len(data)))
+    return written
 
 
 def main(argv):
-    del argv
-    import tfhyper
-    from tfhyper.data import dead_leaves, make_dataset
-    from tfhyper.training import RunConfig, train
-
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     out = pathlib.Path(FLAGS.output_dir)
-    config = RunConfig(
-        model="hyperprior",
-        lmbda=FLAGS.lmbda,
-        num_filters=FLAGS.num_filters,
-        latent_filters=FLAGS.latent_filters,
-        data=FLAGS.data,
-        steps=FLAGS.steps,
-        batch_size=FLAGS.batch_size,
-        patch_size=FLAGS.patch_size,
-        learning_rate=FLAGS.learning_rate,
-        checkpoint_every=max(1, FLAGS.steps // 6),
-    )
+    preset = sweep.PRESETS["cpu"] if FLAGS.full else QUICK
+    preset = sweep.with_overrides(preset, steps=FLAGS.steps)
     start = time.time()
-    model, _ = train(config, out / "run")
-    print(f"trained {FLAGS.steps} steps in {time.time() - start:.0f} s")
+    try:
+        qualities = [int(q) for q in FLAGS.qualities]
+        configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, FLAGS.data)
+        if FLAGS.full or FLAGS.images:
+            images = evaluate.resolve_images(FLAGS.images, FLAGS.kodak, FLAGS.cache_dir, FLAGS.limit)
+        else:
+            images = sample_images()
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"training {len(configs)} models ({preset.steps} steps each) into {out / 'runs'}", flush=True)
+        rows, summary, failures = sweep.run_sweep(configs, out / "runs", images)
+        trained = time.time()
+        print(f"trained and evaluated in {trained - start:.0f} s", flush=True)
+        evaluation = out / "evaluation.csv"
+        evaluate.write_results(evaluation, rows, summary, overwrite=True, failures=failures,
+                               preset_settings=dataclasses.asdict(preset))
+        samples = write_sample_files(out / "runs", images, out / "samples")
+        print(f"codecs on {len(images)} images ...", flush=True)
+        codec_rows = baselines.run_baselines(images, FLAGS.codecs)
+        baselines.write_csv(out / "baselines.csv", codec_rows, baselines.COLUMNS)
+    except ValueError as error:  # bad flags or images: one line
+        sys.exit(f"quickstart: {error}")
+    kodak = FLAGS.full and not FLAGS.images
+    rows, settings = figures.read_evaluations([evaluation])
+    notes = [f"Command: `python -m experiments.quickstart {' '.join(sys.argv[1:])}`".rstrip(),
+             f"Training: {len(configs)} models, {preset.steps} steps each of {preset.batch_size} crops of "
+             f"{preset.patch_size}x{preset.patch_size}, Adam {preset.learning_rate:g}, N and M x{preset.filter_scale:g} "
+             f"of the paper's, on {FLAGS.data or 'built-in synthetic dead-leaves images'}.",
+             f"Images: {len(images)} ({', '.join(images)}). Total time {time.time() - start:.0f} s.",
+             f"Sample files: {', '.join(f'samples/{n}.tfh ({b} bytes)' for n, b in samples)}."]
+    text = report.markdown_report(rows, settings, figures.read_rows(out / "baselines.csv"), published=kodak,
+                                  title="tfhyper quickstart report", notes=notes)
+    from tfhyper.imageio import atomic_write_bytes
 
-    held_out = make_dataset(FLAGS.data, patch_size=256, batch_size=4, seed=12345).take(4)
-    metrics = model.evaluate(held_out, verbose=0, return_dict=True)
-    print(
-        f"held-out crops, rounded latents: rate {metrics['bpp']:.4f} bpp (side information {metrics['bpp_z']:.4f}), "
-        f"distortion MSE {metrics['mse']:.2f}, PSNR {metrics['psnr']:.2f} dB"
-    )
-    image = (dead_leaves(256, np.random.default_rng(7)) * 255).round().astype(np.uint8)
-    data = tfhyper.compress(model, image)
-    decoded = tfhyper.decompress(model, data)
-    (out / "sample.tfh").write_bytes(data)
-    from tfhyper.losses import psnr_uint8
-
-    print(
-        f"real file {out / 'sample.tfh'}: {len(data)} bytes for 256x256, {8 * len(data) / 256**2:.4f} bpp, "
-        f"PSNR {psnr_uint8(image, decoded):.2f} dB"
-    )
+    atomic_write_bytes(out / "report.md", text.encode("utf-8"), force=True)
+    where = "Kodak" if kodak else f"{len(images)} sample images"
+    figure = figures.figure5(rows, figures.read_rows(out / "baselines.csv"), settings, published=kodak,
+                             title=f"{where}, averaged over images (as paper Figure 5)")
+    figures.save_figure(figure, out, "figure5")
+    print(text)
+    print(f"\nwrote {out / 'report.md'} and {out / 'figure5.png'} in {time.time() - start:.0f} s")
+    if failures:
+        sys.exit(f"quickstart: training diverged for {', '.join(failures)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+r"""A results report: our models and the codecs measured in the same run, with Bjøntegaard deltas.
+
+    python -m experiments.report --evaluation=runs/cpu/results.csv --baselines=results/baselines.csv \
+        --published --output=results/report.md
+
+For every curve of our models ("family": class, distortion and capacity, as in `experiments.figures`) the report
+gives one row per model (means over the images of bpp from the real files, bpp of z, PSNR, MS-SSIM) and, for
+each hyperprior family, its BD-rate against every other curve: our other families, each codec, and with
+--published the paper's own curves (`tfhyper.reference`, meaningful on Kodak only). BD-rates are computed on the
+curves as the figures draw them (appendix 6.4 aggregation; `tfhyper.rd.bd_rate`): negative means fewer bits
+than the anchor at equal quality. A pair whose quality ranges do not overlap, or a curve with fewer than four
+points (a cubic fit needs four), is reported as n/a with the reason.
+"""
+import datetime
+import pathlib
+import sys
+
+from absl import app, flags
+
+from experiments import figures
+from tfhyper import rd
+from tfhyper.imageio import atomic_write_bytes
+
+# The paper's curves a hyperprior is compared with when --published is given (PSNR and MS-SSIM names).
+PUBLISHED_ANCHORS = {
+    "psnr": ("balle-2018-iclr-opt-mse", "balle-2017-iclr-opt-mse", "bpg444", "jpeg420", "webp"),
+    "msssim": ("balle-2018-iclr-opt-msssim", "balle-2017-iclr-opt-msssim", "bpg444", "jpeg420", "webp"),
+}
+
+
+def all_curves(evaluation_rows, settings, baseline_rows, metric, published=False):
+    """label -> (bpp, value) for `metric` ("psnr" or "msssim"): ours, the codecs, and the paper's if asked."""
+    column = figures.METRICS[metric][0]
+    curves = {f"ours: {name}": curve for name, curve in figures.model_curves(evaluation_rows, settings, column).items()}
+    if baseline_rows:
+        curves.update({f"{name} (measured)": curve
+                       for name, curve in figures.codec_curves(baseline_rows, column).items()})
+    if published:
+        curves.update({f"paper: {name}": curve
+                       for name, curve in figures.published_curves(PUBLISHED_ANCHORS[metric], metric).items()})
+    return curves
+
+
+def bd_rate_or_reason(anchor, test):
+    """BD-rate in percent, or the reason it cannot be computed (as text)."""
+    try:
+        return rd.bd_rate(anchor, test)
+    except ValueError as error:
+        return f"n/a: {error}"
+
+
+def bd_rates(curves, tests):
+    """{test: {anchor: BD-rate or reason}} for each test label against every other curve."""
+    return {test: {anchor: bd_rate_or_reason(curves[anchor], curves[test]) for anchor in curves if anchor != test}
+            for test in tests}
+
+
+def model_table(rows, settings):
+    """Markdown table, one row per model: settings and means over its images."""
+    lines = ["| model | curve | N | M | lambda | bpp (file) | bpp of z | PSNR (dB) | MS-SSIM | MS-SSIM (dB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    by_model = {}
+    for row in rows:
+        by_model.setdefault(row["model"], []).append(row)
+    for name, own in by_model.items():
+        entry = settings.get(name, {})
+        mean = {key: sum(row[key] for row in own) / len(own) for key in ("bpp", "bpp_z", "psnr", "ms_ssim",
+                                                                         "ms_ssim_db")}
+        lines.append(f"| {name} | {figures.family(name, settings)} | {entry.get('N', '')} | {entry.get('M', '')} | "
+                     f"{entry.get('lambda', '')} | {mean['bpp']:.4f} | {mean['bpp_z']:.4f} | {mean['psnr']:.2f} | "
+                     f"{mean['ms_ssim']:.4f} | {mean['ms_ssim_db']:.2f} |")
+    return "\n".join(lines)
+
+
+def codec_table(rows):
+    """Markdown table, one row per codec: its settings' range of mean bpp, PSNR and MS-SSIM (dB)."""
+    lines = ["| codec | settings | bpp | PSNR (dB) | MS-SSIM (dB) |", "|---|---:|---|---|---|"]
+    for name, (bpp, psnr) in figures.codec_curves(rows, "psnr").items():
+        _, msssim = figures.codec_curves([row for row in rows if row["codec"] == name], "ms_ssim_db")[name]
+        lines.append(f"| {name} | {len(bpp)} | {bpp.min():.3f} - {bpp.max():.3f} | {psnr.min():.2f} - "
+                     f"{psnr.max():.2f} | {msssim.min():.2f} - {msssim.max():.2f} |")
+    return "\n".join(lines)
+
+
+def bd_table(evaluation_rows, settings, baseline_rows, published=False):
+    """Markdown table of the BD-rates of every hyperprior curve against all other curves, PSNR and MS-SSIM."""
+    tables = {metric: all_curves(evaluation_rows, settings, baseline_rows, metric, published)
+              for metric in ("psnr", "msssim")}
+    tests = [label for label in tables["psnr"] if label.startswith("ours:") and "Hyperprior" in label]
+    if not tests:  # without settings, a hyperprior is a curve whose rows code z
+        coded_z = {figures.family(row["model"], settings) for row in evaluation_rows if row["bpp_z"] > 0}
+        tests = [f"ours: {name}" for name in sorted(coded_z)]
+    results = {metric: bd_rates(curves, tests) for metric, curves in tables.items()}
+    lines = []
+    for test in tests:
+        lines += [f"BD-rate of **{test[6:]}** (negative: fewer bits at equal quality)", "",
+                  "| anchor | BD-rate, PSNR | BD-rate, MS-SSIM (dB) |", "|---|---:|---:|"]
+        for anchor in dict.fromkeys([*results["psnr"][test], *results["msssim"][test]]):
+            cells = [_cell(results[metric][test].get(anchor)) for metric in ("psnr", "msssim")]
+            lines.append(f"| {anchor} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    return "\n".join(lines), results
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    return f"{value:+.1f} %" if isinstance(value, float) else value
+
+
+def markdown_report(evaluation_rows, settings, baseline_rows=None, published=False, title="Results", notes=()):
+    """The whole report as Markdown text."""
+    parts = [f"# {title}", "", f"Written {datetime.date.today().isoformat()}.", *notes, "",
+             "## Our models (means over the images; bpp from the real .tfh files, header included)", "",
+             model_table(evaluation_rows, settings), ""]
+    if baseline_rows:
+        parts += ["## Codecs measured in the same run (range over their quality settings)", "",
+                  codec_table(baseline_rows), ""]
+    parts += ["## Bjøntegaard delta rates (appendix 6.4 aggregation, cubic fit in log rate)", "",
+              bd_table(evaluation_rows, settings, baseline_rows, published)[0]]
+    return "\n".join(parts)
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def define_flags():
+    flags.DEFINE_list("evaluation", None, "Per-image CSVs of experiments.evaluate or experiments.sweep.")
+    flags.DEFINE_string("baselines", None, "Per-image CSV of experiments.baselines (same images).")
+    flags.DEFINE_bool("published", False, "Also compare with the paper's published Kodak curves (Kodak only).")
+    flags.DEFINE_string("output", None, "Markdown file to write (printed only when not given).")
+    flags.DEFINE_bool("force", False, "Replace an existing --output.")
+    flags.DEFINE_string("title", "Results", "Title of the report.")
+    flags.mark_flag_as_required("evaluation")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    options = flags.FLAGS
+    missing = [path for path in [*options.evaluation, options.baselines] if path and not pathlib.Path(path).is_file()]
+    if missing:
+        sys.exit(f"report: not found: {', '.join(missing)}")
+    rows, settings = figures.read_evaluations(options.evaluation)
+    baseline_rows = figures.read_rows(options.baselines) if options.baselines else None
+    text = markdown_report(rows, settings, baseline_rows, options.published, options.title)
+    print(text)
+    if options.output:
+        try:
+            atomic_write_bytes(options.output, text.encode("utf-8"), force=options.force)
+        except (OSError, ValueError) as error:
+            sys.exit(f"report: {error}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,46 @@
+"""The README's first command, at a tiny size: trains, compresses, runs a codec, writes the report and plot."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+import tfhyper
+from tests.conftest import REPO
+
+
+def _quickstart(out, *extra):
+    environment = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "experiments.quickstart", "--steps=2", "--qualities=1,2",
+                           "--codecs=jpeg420", f"--output_dir={out}", *extra], cwd=REPO, env=environment,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_quickstart_writes_report_plot_and_real_files_and_resumes(tmp_path):
+    out = tmp_path / "quickstart"
+    result = _quickstart(out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (out / "report.md").read_text()
+    for name in ("hyperprior-mse-q1", "hyperprior-mse-q2", "factorized-mse-q1", "factorized-mse-q2"):
+        assert f"| {name} |" in text
+    assert "| jpeg420 |" in text and "BD-rate of **ScaleHyperprior" in text
+    with Image.open(out / "figure5.png") as image:
+        assert image.format == "PNG" and min(image.size) > 400
+    # The sample files are real: the saved model decodes them to the PNGs written beside them.
+    model = tfhyper.load_model(out / "runs" / "hyperprior-mse-q2" / "model.keras")
+    files = sorted((out / "samples").glob("*.tfh"))
+    assert len(files) == 4
+    for path in files:
+        decoded = np.asarray(Image.open(path.with_suffix(".decoded.png")))
+        np.testing.assert_array_equal(tfhyper.decompress(model, path.read_bytes()), decoded)
+    # Run again: every model is kept, none retrained.
+    result = _quickstart(out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("trained already") == 4 and ": training" not in result.stdout
+
+
+def test_quickstart_bad_images_folder_is_one_line(tmp_path):
+    result = _quickstart(tmp_path / "q", f"--images={tmp_path / 'absent'}")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("quickstart: image folder not found")

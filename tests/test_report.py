@@ -1,0 +1,36 @@
+"""experiments.report: BD-rate tables of our curves against the codecs and the paper."""
+import pytest
+
+from experiments import report
+from tests.test_figures import IMAGES
+
+
+def _rows(scale, z):
+    """Four models whose rates are `scale` times a common curve: BD-rate between two such sets is known."""
+    rows = []
+    for q, (bpp, psnr) in enumerate(((0.2, 27.0), (0.4, 30.0), (0.8, 33.0), (1.6, 36.0)), start=1):
+        for offset, image in enumerate(IMAGES):
+            rows.append({"model": f"{'hyperprior' if z else 'factorized'}-mse-q{q}", "image": image,
+                         "bpp": scale * bpp * (1 + 0.1 * offset), "bpp_z": 0.01 * z, "psnr": psnr + offset,
+                         "ms_ssim": 0.9, "ms_ssim_db": psnr / 2 + offset})
+    return rows
+
+
+def test_bd_rate_table_of_a_curve_with_known_rate_ratio():
+    rows = _rows(0.8, True) + _rows(1.0, False)
+    codec = [{**row, "codec": "jpeg420", "quality": row["model"][-1]} for row in _rows(2.0, False)]
+    _, results = report.bd_table(rows, {}, codec)
+    psnr = results["psnr"]["ours: hyperprior-mse"]
+    assert psnr["ours: factorized-mse"] == pytest.approx(-20.0, abs=1e-6)
+    assert psnr["jpeg420 (measured)"] == pytest.approx(-60.0, abs=1e-6)
+    assert results["msssim"]["ours: hyperprior-mse"]["ours: factorized-mse"] == pytest.approx(-20.0, abs=1e-6)
+
+
+def test_report_lists_models_codecs_and_says_why_a_delta_is_missing():
+    rows = _rows(0.8, True)
+    far = [{**row, "codec": "webp", "quality": row["model"][-1], "psnr": row["psnr"] + 50} for row in _rows(1, False)]
+    text = report.markdown_report(rows, {}, far, published=True, title="T")
+    assert "| hyperprior-mse-q4 | hyperprior-mse |" in text and "| webp | 4 |" in text
+    assert "| webp (measured) | n/a: " in text and "overlap" in text
+    # The paper's curve is an anchor when asked for.
+    assert "| paper: balle-2018-iclr-opt-mse |" in text
