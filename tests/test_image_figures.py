@@ -1,5 +1,4 @@
 """Tests of the figures drawn from models and images: 2 (latents), 6 (reconstructions), 12-35 (per image)."""
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -4,7 +4,8 @@
 `tfhyper.compress`) and keeps what it computes on the way, for plots and notebooks:
 
 - ``y`` = g_a(x) and ``y_hat`` = round(y) (Figure 2, middle: the factorized model's quantized latents);
-- for the hyperprior, ``z`` = h_a(|y|), ``z_hat`` and ``sigma_hat`` = h_s(z_hat) (eq. 11), so that
+- for the hyperprior, ``z`` = h_a(|y|), ``z_hat`` and ``sigma_hat`` = h_s(z_hat) (eq. 11, the float transform;
+  the file codes y with the table that the integer-exact h_s picks, which agrees on all but ~1e-4 of elements), so that
   ``normalized`` = y / sigma_hat shows what is left of y once the hyperprior has explained its scales
   (Figure 2, right: the responses look far more like independent unit-scale noise than y does);
 - ``bits_y`` and ``bits_z``: the code length of every position in bits, summed over channels, with the integer
@@ -27,7 +28,7 @@ class Latents:
     image: np.ndarray  # uint8 (H, W, 3), the input
     x_hat: np.ndarray  # uint8 (H, W, 3), the decoder's reconstruction
     y: np.ndarray  # g_a(x), float32 (H/16, W/16, M)
-    y_hat: np.ndarray  # quantized y as the decoder sees it
+    y_hat: np.ndarray  # y as the decoder sees it: round(y), or round(y - median) + median (factorized prior)
     y_bits: np.ndarray  # code length of every element of y in bits (float64, the shape of y)
     file_bytes: int  # size of the .tfh file written for the image, header included
     z: np.ndarray = None  # h_a(|y|) (hyperprior only), (H/64, W/64, N)
