@@ -174,7 +174,7 @@ def aggregate(rows, setting, column):
     Where that is impossible (fewer than two settings, images whose rate ranges do not overlap, two settings at
     the same rate on an image), MS-SSIM falls back to averaging at equal settings, logged once per curve.
     """
-    if column.startswith("ms_ssim"):
+    if column.startswith("ms_ssim") and len({row["image"] for row in rows}) > 1:  # one image: its own points
         per_image = {}
         for row in rows:
             per_image.setdefault(row["image"], []).append((row["bpp"], row[column]))
