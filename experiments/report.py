@@ -8,8 +8,10 @@ gives one row per model (means over the images of bpp from the real files, bpp o
 each hyperprior family, its BD-rate against every other curve: our other families, each codec, and with
 --published the paper's own curves (`tfhyper.reference`, meaningful on Kodak only). BD-rates are computed on the
 curves as the figures draw them (appendix 6.4 aggregation; `tfhyper.rd.bd_rate`): negative means fewer bits
-than the anchor at equal quality. A pair whose quality ranges do not overlap, or a curve with fewer than four
-points (a cubic fit needs four), is reported as n/a with the reason.
+than the anchor at equal quality. Where a curve has fewer than the four points Bjøntegaard's cubic fit needs
+(three lambdas, say), the piecewise-cubic variant is used and marked "(piecewise)" (`rd.bd_rate_pchip`). A pair
+whose quality ranges do not overlap, or a curve whose quality does not rise with rate, is reported as n/a with
+the reason.
 """
 import datetime
 import pathlib
@@ -42,9 +44,15 @@ def all_curves(evaluation_rows, settings, baseline_rows, metric, published=False
 
 
 def bd_rate_or_reason(anchor, test):
-    """BD-rate in percent, or the reason it cannot be computed (as text)."""
+    """BD-rate in percent (a float) by Bjøntegaard's cubic fit; where a curve has fewer than the four points that
+    needs, by piecewise-cubic interpolation (text ending "(piecewise)"); else the reason it cannot be computed."""
     try:
         return rd.bd_rate(anchor, test)
+    except ValueError as error:
+        if "cubic fit needs" not in str(error):
+            return f"n/a: {error}"
+    try:
+        return f"{rd.bd_rate_pchip(anchor, test):+.1f} % (piecewise)"
     except ValueError as error:
         return f"n/a: {error}"
 

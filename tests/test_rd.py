@@ -276,3 +276,23 @@ def test_aggregate_by_rate_averages_interpolated_values():
 def test_aggregate_by_rate_rejects_bad_input(curves, rates, message):
     with pytest.raises(ValueError, match=message):
         rd.aggregate_by_rate(curves, rates)
+
+
+def test_piecewise_bd_rate_on_three_point_curves():
+    """Three points are too few for the cubic fit; the piecewise variant gives the exact ratio of rates."""
+    quality = [26.0, 29.0, 33.0]
+    anchor = ([0.2, 0.45, 1.1], quality)
+    test = ([0.16, 0.36, 0.88], quality)  # 0.8 x the anchor's rate at every quality
+    with pytest.raises(ValueError, match="cubic fit needs at least 4"):
+        rd.bd_rate(anchor, test)
+    assert rd.bd_rate_pchip(anchor, test) == pytest.approx(-20.0, abs=1e-9)
+    assert rd.bd_rate_pchip(test, anchor) == pytest.approx(25.0, abs=1e-9)
+    with pytest.raises(ValueError, match="rise with rate"):
+        rd.bd_rate_pchip(anchor, ([0.1, 0.2, 0.3], [27.0, 26.0, 30.0]))
+
+
+def test_piecewise_bd_rate_is_close_to_the_cubic_on_the_published_curves():
+    """On the paper's dense curves both methods agree to a fraction of a percentage point."""
+    anchor = reference.load_curve("bpg444", "psnr")
+    test = reference.load_curve("balle-2018-iclr-opt-mse", "psnr")
+    assert rd.bd_rate_pchip(anchor, test) == pytest.approx(rd.bd_rate(anchor, test), abs=0.5)

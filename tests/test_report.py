@@ -34,3 +34,9 @@ def test_report_lists_models_codecs_and_says_why_a_delta_is_missing():
     assert "| webp (measured) | n/a: " in text and "overlap" in text
     # The paper's curve is an anchor when asked for.
     assert "| paper: balle-2018-iclr-opt-mse |" in text
+
+
+def test_three_point_curves_get_the_piecewise_bd_rate():
+    rows = [row for row in _rows(0.8, True) + _rows(1.0, False) if not row["model"].endswith("q4")]
+    _, results = report.bd_table(rows, {}, None)
+    assert results["psnr"]["ours: hyperprior-mse"]["ours: factorized-mse"] == "-20.0 % (piecewise)"

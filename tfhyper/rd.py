@@ -154,6 +154,30 @@ def bd_rate(anchor, test):
     return 100.0 * math.expm1(gap)
 
 
+def bd_rate_pchip(anchor, test):
+    """Bjøntegaard delta rate with piecewise-cubic interpolation instead of one least-squares cubic, in percent.
+
+    The variant used in video coding when curves have few points (JVET's BD-rate tools, after VCEG-AL22): each
+    curve's log rate is interpolated through its points as a monotone function of quality (`pchip`), and the mean
+    difference over the overlapping quality range is integrated (Simpson's rule, 2048 intervals, well below 0.01
+    percentage points of error). It needs only two points per curve, but each curve's quality must rise with
+    its rate (a curve that turns back has no single rate per quality). Negative: `test` needs less rate.
+    """
+    gaps = []
+    for curve, name in ((anchor, "anchor"), (test, "test")):
+        rates, quality = _sorted_curve(curve, name)
+        if np.any(np.diff(quality) <= 0):
+            raise ValueError(f"{name}: quality must rise with rate for a piecewise BD-rate")
+        gaps.append((quality, np.log(rates)))
+    lo, hi = _overlap(gaps[0][0], gaps[1][0], "quality")
+    grid = np.linspace(lo, hi, 2049)
+    difference = pchip(*gaps[1], grid) - pchip(*gaps[0], grid)
+    weights = np.ones_like(grid)
+    weights[1:-1:2], weights[2:-1:2] = 4, 2
+    mean = float(np.sum(weights * difference) / (3 * (len(grid) - 1)))
+    return 100.0 * math.expm1(mean)
+
+
 def bd_psnr(anchor, test):
     """Bjøntegaard delta quality of `test` against `anchor` (BD-PSNR in dB for PSNR curves; VCEG-M33).
 
