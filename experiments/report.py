@@ -17,6 +17,7 @@ import datetime
 import pathlib
 import sys
 
+import numpy as np
 from absl import app, flags
 
 from experiments import figures
@@ -45,7 +46,15 @@ def all_curves(evaluation_rows, settings, baseline_rows, metric, published=False
 
 def bd_rate_or_reason(anchor, test):
     """BD-rate in percent (a float) by Bjøntegaard's cubic fit; where a curve has fewer than the four points that
-    needs, by piecewise-cubic interpolation (text ending "(piecewise)"); else the reason it cannot be computed."""
+    needs, by piecewise-cubic interpolation (text ending "(piecewise)"); else the reason it cannot be computed.
+
+    A curve whose quality does not rise with its rate (models far from convergence) has no rate at a given
+    quality, so a fitted delta would be an artefact of the fit: it is refused too.
+    """
+    for curve, name in ((anchor, "anchor"), (test, "test")):
+        order = np.argsort(curve[0], kind="stable")
+        if np.any(np.diff(np.asarray(curve[1])[order]) <= 0):
+            return f"n/a: {name}: quality does not rise with rate"
     try:
         return rd.bd_rate(anchor, test)
     except ValueError as error:
@@ -90,6 +99,31 @@ def codec_table(rows):
     return "\n".join(lines)
 
 
+def equal_rate_table(evaluation_rows, settings, baseline_rows, column="psnr"):
+    """Markdown table: each model's mean quality minus each codec's at the same mean rate (in dB).
+
+    The codec's curve (one point per quality setting, appendix 6.4) is interpolated linearly in log rate; a
+    model outside the codec's rate range gets "-". Unlike a BD-rate this needs no curve of ours, so it also
+    reads models whose curves are not yet monotone.
+    """
+    codecs = figures.codec_curves(baseline_rows, column)
+    lines = ["| model | " + " | ".join(codecs) + " |", "|---|" + "---:|" * len(codecs)]
+    by_model = {}
+    for row in evaluation_rows:
+        by_model.setdefault(row["model"], []).append(row)
+    for name, own in by_model.items():
+        bpp = np.mean([row["bpp"] for row in own])
+        value = np.mean([row[column] for row in own])
+        cells = []
+        for rates, values in codecs.values():
+            order = np.argsort(rates)
+            inside = rates.min() <= bpp <= rates.max()
+            cells.append(f"{value - np.interp(np.log(bpp), np.log(rates[order]), values[order]):+.2f}"
+                         if inside else "-")
+        lines.append(f"| {name} ({bpp:.3f} bpp) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def bd_table(evaluation_rows, settings, baseline_rows, published=False):
     """Markdown table of the BD-rates of every hyperprior curve against all other curves, PSNR and MS-SSIM."""
     tables = {metric: all_curves(evaluation_rows, settings, baseline_rows, metric, published)
@@ -124,6 +158,9 @@ def markdown_report(evaluation_rows, settings, baseline_rows=None, published=Fal
     if baseline_rows:
         parts += ["## Codecs measured in the same run (range over their quality settings)", "",
                   codec_table(baseline_rows), ""]
+        parts += ["## Quality against each codec at the same rate (dB; positive: ours is better)", "",
+                  "PSNR:", "", equal_rate_table(evaluation_rows, settings, baseline_rows, "psnr"), "",
+                  "MS-SSIM (dB):", "", equal_rate_table(evaluation_rows, settings, baseline_rows, "ms_ssim_db"), ""]
     parts += ["## Bjøntegaard delta rates (appendix 6.4 aggregation, cubic fit in log rate)", "",
               bd_table(evaluation_rows, settings, baseline_rows, published)[0]]
     return "\n".join(parts)

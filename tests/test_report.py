@@ -40,3 +40,20 @@ def test_three_point_curves_get_the_piecewise_bd_rate():
     rows = [row for row in _rows(0.8, True) + _rows(1.0, False) if not row["model"].endswith("q4")]
     _, results = report.bd_table(rows, {}, None)
     assert results["psnr"]["ours: hyperprior-mse"]["ours: factorized-mse"] == "-20.0 % (piecewise)"
+
+
+def test_quality_at_equal_rate_against_a_codec():
+    """A codec curve through (0.2, 25) and (0.8, 31) dB is 28 dB at 0.4 bpp (linear in log rate)."""
+    codec = [{"codec": "c", "quality": q, "image": "a", "bpp": bpp, "psnr": psnr, "ms_ssim_db": 10.0}
+             for q, (bpp, psnr) in enumerate(((0.2, 25.0), (0.8, 31.0)))]
+    ours = [{"model": "m", "image": "a", "bpp": 0.4, "psnr": 29.5, "ms_ssim_db": 12.0},
+            {"model": "far", "image": "a", "bpp": 2.0, "psnr": 40.0, "ms_ssim_db": 12.0}]
+    table = report.equal_rate_table(ours, {}, codec, "psnr")
+    assert "| m (0.400 bpp) | +1.50 |" in table and "| far (2.000 bpp) | - |" in table
+
+
+def test_curves_that_turn_back_get_no_bd_rate():
+    rising = ([0.1, 0.2, 0.4, 0.8], [25.0, 27.0, 29.0, 31.0])
+    turning = ([0.1, 0.3, 0.4, 0.8], [25.0, 24.0, 29.0, 31.0])
+    assert report.bd_rate_or_reason(rising, turning) == "n/a: test: quality does not rise with rate"
+    assert isinstance(report.bd_rate_or_reason(rising, rising), float)
