@@ -64,6 +64,8 @@ FIGURE5_PUBLISHED = {
 # metric -> (CSV column of the per-image rows, axis label).
 METRICS = {"psnr": ("psnr", "PSNR (dB)"), "msssim": ("ms_ssim_db", "MS-SSIM (dB)")}
 RATE_LABEL = "bits per pixel"
+# Our curves' colours: strong and apart from the tab10 colours the codecs take, whatever their number.
+OUR_COLORS = ["black", "#e7298a", "#7570b3", "#66a61e", "#a6761d"]
 WIDE_MAX_BPP = 2.5  # x range of Figures 10 and 11
 
 
@@ -181,10 +183,14 @@ def aggregate(rows, setting, column):
         curves = {image: tuple(map(np.asarray, zip(*sorted(points)))) for image, points in per_image.items()}
         lo = max(rates[0] for rates, _ in curves.values())
         hi = min(rates[-1] for rates, _ in curves.values())
+        # An image whose quality falls as its rate rises (a model far from convergence) has no curve to
+        # interpolate along; its points are then averaged at equal settings like PSNR's.
+        rising = all(np.all(np.diff(values) > 0) for _, values in curves.values())
         try:
-            if all(len(rates) >= 2 for rates, _ in curves.values()) and lo < hi:
+            if rising and all(len(rates) >= 2 for rates, _ in curves.values()) and lo < hi:
                 return rd.aggregate_by_rate(curves, np.linspace(lo, hi, RATE_POINTS))
-            reason = "the images' rate ranges do not overlap"
+            reason = "quality does not rise with rate on every image" if not rising else \
+                "the images' rate ranges do not overlap"
         except ValueError as error:  # e.g. two settings at the same rate on one image
             reason = str(error)
         logging.info("MS-SSIM averaged at equal settings (%s): %s", rows[0].get(setting), reason)
@@ -229,12 +235,13 @@ def draw_rd(axes, ours, codecs, published, ylabel, published_colors=None):
         axes.plot(bpp, values, linestyle=styles[i % len(styles)], color=published_colors[i], linewidth=1.3,
                   label=f"paper: {name}")
     colors = iter(plt.cm.tab10.colors)
+    ours_colors = iter(OUR_COLORS * 3)
     for name, (bpp, values) in codecs.items():
         axes.plot(bpp, values, "-s", color=next(colors), markerfacecolor="none", linewidth=1.2,
                   label=f"{name} (measured)")
     for name, (bpp, values) in ours.items():
         # Black marker edges keep ours apart even where a published curve happens to share the colour.
-        axes.plot(bpp, values, "-o", color=next(colors), linewidth=2.2, markersize=7, markeredgecolor="black",
+        axes.plot(bpp, values, "-o", color=next(ours_colors), linewidth=2.2, markersize=7, markeredgecolor="black",
                   label=f"ours: {name}")
     axes.set_xlabel(RATE_LABEL)
     axes.set_ylabel(ylabel)
