@@ -69,6 +69,10 @@ OUR_COLORS = ["black", "#e7298a", "#7570b3", "#66a61e", "#a6761d"]
 WIDE_MAX_BPP = 2.5  # x range of Figures 10 and 11
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class MissingInput(Exception):
     """A figure cannot be drawn from the inputs given; the message says which one is missing."""
 
@@ -470,6 +474,7 @@ def save_figure(figure, output_dir, name):
         try:
             with os.fdopen(handle, "wb") as stream:
                 figure.savefig(stream, format=suffix, dpi=150)
+            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes files private; a figure is an ordinary file
             os.replace(temporary, target)
         except BaseException:
             os.unlink(temporary)
