@@ -288,19 +288,26 @@ def figure7(evaluation_rows, settings=None):
     """Figure 7: side information (bpp of z_hat) against total bpp for the hyperprior models."""
     if not evaluation_rows:
         raise MissingInput("figure 7 needs the evaluation CSV (--evaluation)")
-    curves = hyperprior_curves(evaluation_rows, settings or {})
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for name, (bpp, bpp_z) in curves.items():
-        axes.plot(bpp, bpp_z, "-o", linewidth=2, label=f"ours: {name}")
-    axes.set_xlabel(f"total {RATE_LABEL} (y and z)")
-    axes.set_ylabel("side information, bits per pixel (z)")
+    curves = {f"ours: {name}": curve for name, curve in hyperprior_curves(evaluation_rows, settings or {}).items()}
+    figure, axes = line_figure(curves, f"total {RATE_LABEL} (y and z)", "side information, bits per pixel (z)",
+                               "Side information vs total rate (paper Figure 7)")
     axes.set_xlim(left=0)
     axes.set_ylim(bottom=0)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=9)
-    axes.set_title("Side information vs total rate (paper Figure 7)")
-    figure.tight_layout()
     return figure
+
+
+def line_figure(curves, xlabel, ylabel, title, legend_loc="best"):
+    """A small figure of labelled curves (label -> (x, y)), drawn as lines through circles."""
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for label, (x, y) in curves.items():
+        axes.plot(x, y, "-o", linewidth=2, label=label)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=9, loc=legend_loc)
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure, axes
 
 
 def capacity_curves(rows, settings):
@@ -325,17 +332,10 @@ def figure9(evaluation_rows, settings=None):
     """Figure 9: factorized-prior models differing only in their number of filters N (appendix 6.3)."""
     if not evaluation_rows:
         raise MissingInput("figure 9 needs the evaluation CSV (--evaluation)")
-    curves = capacity_curves(evaluation_rows, settings or {})
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for name, (bpp, psnr) in curves.items():
-        axes.plot(bpp, psnr, "-o", linewidth=2, label=f"ours: factorized prior, {name}")
-    axes.set_xlabel(RATE_LABEL)
-    axes.set_ylabel(METRICS["psnr"][1])
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=9, loc="lower right")
-    axes.set_title("Transform capacity, factorized prior (paper Figure 9)")
-    figure.tight_layout()
-    return figure
+    curves = {f"ours: factorized prior, {name}": curve
+              for name, curve in capacity_curves(evaluation_rows, settings or {}).items()}
+    return line_figure(curves, RATE_LABEL, METRICS["psnr"][1], "Transform capacity, factorized prior (paper Figure 9)",
+                       legend_loc="lower right")[0]
 
 
 def wide_comparison(evaluation_rows, baseline_rows, settings, metric, number):

@@ -92,8 +92,9 @@ def model_table(rows, settings):
 def codec_table(rows):
     """Markdown table, one row per codec: its settings' range of mean bpp, PSNR and MS-SSIM (dB)."""
     lines = ["| codec | settings | bpp | PSNR (dB) | MS-SSIM (dB) |", "|---|---:|---|---|---|"]
+    msssim_curves = figures.codec_curves(rows, "ms_ssim_db")
     for name, (bpp, psnr) in figures.codec_curves(rows, "psnr").items():
-        _, msssim = figures.codec_curves([row for row in rows if row["codec"] == name], "ms_ssim_db")[name]
+        msssim = msssim_curves[name][1]
         lines.append(f"| {name} | {len(bpp)} | {bpp.min():.3f} - {bpp.max():.3f} | {psnr.min():.2f} - "
                      f"{psnr.max():.2f} | {msssim.min():.2f} - {msssim.max():.2f} |")
     return "\n".join(lines)

@@ -86,7 +86,7 @@ def explore(model, image):
         y=latents["y"],
         y_hat=y_hat,
         y_bits=per_element[-1],
-        file_bytes=len(codec.compress(model, image)),
+        file_bytes=len(codec.pack(model, image.shape, latents, segments)),
     )
     if isinstance(model, ScaleHyperprior):
         z_hat = (segments[0][0] + codec._tables(model)["medians"]).astype(np.float32)

@@ -116,13 +116,17 @@ def symbols_and_indexes(model, image):
 def compress(model, image):
     """uint8 RGB image (H, W, 3) -> bytes of a .tfh file."""
     image = _check_image(image)
-    latents, segments = symbols_and_indexes(model, image)
+    return pack(model, image.shape, *symbols_and_indexes(model, image))
+
+
+def pack(model, image_shape, latents, segments):
+    """The .tfh file of the output of `symbols_and_indexes` for an image of `image_shape`."""
     hyperprior = isinstance(model, ScaleHyperprior)
     header = bitstream.Header(
         kind=int(hyperprior),
         fingerprint=model.fingerprint(),
-        height=image.shape[0],
-        width=image.shape[1],
+        height=image_shape[0],
+        width=image_shape[1],
         y_shape=latents["y"].shape,
         z_shape=latents["z"].shape if hyperprior else None,
     )
