@@ -4,7 +4,7 @@ Section 4.1 trains "a total of 32 separate models": with and without the hyperpr
 at 8 values of lambda (N, M and lambda per quality in `paper.QUALITIES`). Section 4.2 evaluates them on Kodak.
 
     python -m experiments.sweep --preset=cpu --data=PHOTOS --root=runs/cpu --kodak=KODAK
-    python -m experiments.sweep --preset=cpu --models=hyperprior --distortions=mse --qualities=1,4,7 \
+    python -m experiments.sweep --preset=cpu --models=hyperprior,factorized --distortions=mse --qualities=1,2,3,4 \
         --data=PHOTOS --root=runs/cpu --kodak=KODAK
     python -m experiments.sweep --preset=paper --data=PHOTOS --root=runs/paper --kodak=KODAK    # a GPU
 
@@ -23,18 +23,21 @@ them; --patch_size and --batch_size apply to MSE and MS-SSIM models alike):
   paper  Section 4.1: Adam with learning rate 1e-4, batches of 8 random 256x256 crops, N and M of figure 4,
          photographs screened for saturation and downsampled (shorter side 640-1200). The paper gives no step
          count; 10^6 steps is the default of the authors' example scripts in tensorflow/compression. For a GPU.
-  cpu    All 32 models in about five hours on 2 CPU cores:
+  cpu    The MSE models of both priors at qualities 1-4 in about an hour on 2 CPU cores (all 32 in about seven):
          - N and M a quarter of the paper's (32/48 for qualities 1-5, 48/80 for 6-8). Figure 9 (appendix 6.3)
            shows performance saturating with the number of filters, earlier for lower lambda: smaller transforms
            cost quality mostly at high rates, and the inner convolutions' multiply-adds (N^2) fall 16-fold.
          - 128x128 crops in batches of 8 for MSE. MS-SSIM's five scales need 161 pixels per side, so MS-SSIM
            models take 176x176 crops in batches of 4, about the same number of pixels per step.
-         - Adam with learning rate 1e-3: over 600 steps (hyperprior, quality 3, N=32, M=48) the loss on Kodak
-           crops reached 4.48 at 1e-3 against 5.64 at the paper's 1e-4 (4.60 at 5e-4, 4.58 at 2e-3), without
-           divergence; a run that diverges anyway stops at its last finite checkpoint.
-         - 3000 steps: measured 0.09-0.19 s per step for the MSE hyperprior models (q1-5, q6-8), 0.12-0.25 s for
-           the factorized ones and 0.20-0.27 s for MS-SSIM models, about 6 s for one step of all 32 models.
-           Evaluation adds about 0.3 s per model and Kodak image.
+         - Adam starting at 1e-3 and falling along half a cosine to 1e-5 at the last step. Over 600 steps
+           (hyperprior, quality 3, N=32, M=48) the loss on Kodak crops reached 4.48 at 1e-3 against 5.64 at the
+           paper's 1e-4 (4.60 at 5e-4, 4.58 at 2e-3). Held constant, 1e-3 let a factorized model (quality 4)
+           diverge after step 4,000, and after 3000 steps the models' PSNR did not yet rise with lambda
+           (WORKSPACE_NOTES.md, which also has what the decay changed). The earlier schedule is
+           `--steps=3000 --learning_rate_decay=none`. A run that diverges anyway stops at its last finite checkpoint.
+         - 5000 steps: measured 0.07-0.11 s per step for the MSE hyperprior models of qualities 1-5 and
+           0.09-0.19 s for qualities 6-8, 0.12-0.25 s for the factorized ones and 0.20-0.27 s for MS-SSIM models,
+           about 6 s for one step of all 32 models. Evaluation adds about 0.3 s per model and Kodak image.
   test   Seconds per model (N and M a sixteenth, 64x64 crops, 4 steps): exercises the machinery, compresses badly.
 """
 import dataclasses
@@ -68,6 +71,7 @@ class Preset:
     ms_ssim_patch_size: int  # crops of the MS-SSIM models, at least MS_SSIM_MIN_SIDE
     ms_ssim_batch_size: int
     checkpoint_every: int
+    learning_rate_decay: str = "none"  # `tfhyper.training.learning_rate_schedule`
     filter_scale: float = 1.0  # N and M of paper.QUALITIES are multiplied by this
     downsample: bool = False
     screen_saturation: bool = False
@@ -93,8 +97,8 @@ PRESETS = {
         downsample=True, screen_saturation=True,
     ),
     "cpu": Preset(
-        steps=3000, learning_rate=1e-3, patch_size=128, batch_size=8, ms_ssim_patch_size=176, ms_ssim_batch_size=4,
-        checkpoint_every=250, filter_scale=0.25,
+        steps=5000, learning_rate=1e-3, learning_rate_decay="cosine", patch_size=128, batch_size=8,
+        ms_ssim_patch_size=176, ms_ssim_batch_size=4, checkpoint_every=250, filter_scale=0.25,
     ),
     "test": Preset(
         steps=4, learning_rate=1e-3, patch_size=64, batch_size=2, ms_ssim_patch_size=176, ms_ssim_batch_size=1,
@@ -104,9 +108,10 @@ PRESETS = {
 
 
 def with_overrides(preset, steps=None, learning_rate=None, patch_size=None, batch_size=None, checkpoint_every=None,
-                   filter_scale=None):
+                   filter_scale=None, learning_rate_decay=None):
     """`preset` with the given (not None) fields replaced; crop and batch sizes apply to both distortions."""
-    changes = {"steps": steps, "learning_rate": learning_rate, "checkpoint_every": checkpoint_every,
+    changes = {"steps": steps, "learning_rate": learning_rate, "learning_rate_decay": learning_rate_decay,
+               "checkpoint_every": checkpoint_every,
                "filter_scale": filter_scale, "patch_size": patch_size, "ms_ssim_patch_size": patch_size,
                "batch_size": batch_size, "ms_ssim_batch_size": batch_size}
     return dataclasses.replace(preset, **{key: value for key, value in changes.items() if value is not None})
@@ -135,7 +140,7 @@ def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALIT
                     model=kind, distortion=distortion, quality=quality, num_filters=num_filters,
                     latent_filters=latent_filters, data=data, steps=preset.steps, batch_size=batch_size,
                     patch_size=patch_size, learning_rate=preset.learning_rate,
-                    checkpoint_every=preset.checkpoint_every, downsample=preset.downsample,
+                    learning_rate_decay=preset.learning_rate_decay, checkpoint_every=preset.checkpoint_every, downsample=preset.downsample,
                     screen_saturation=preset.screen_saturation,
                 )  # fmt: skip
     return configs
@@ -218,6 +223,8 @@ def define_flags():
     flags.DEFINE_bool("evaluate", True, "Evaluate the trained models on Kodak and write the results table.")
     flags.DEFINE_integer("steps", None, "Overrides the preset's training steps.", lower_bound=1)
     flags.DEFINE_float("learning_rate", None, "Overrides the preset's Adam learning rate.", lower_bound=0)
+    flags.DEFINE_enum("learning_rate_decay", None, ["none", "cosine"], "Overrides the preset's learning-rate "
+                      "schedule: none (constant), cosine (down to a hundredth of it at the last step).")
     flags.DEFINE_integer("patch_size", None, "Overrides the preset's crop size (all models).", lower_bound=16)
     flags.DEFINE_integer("batch_size", None, "Overrides the preset's batch size (all models).", lower_bound=1)
     flags.DEFINE_integer("checkpoint_every", None, "Overrides the preset's steps between checkpoints.", lower_bound=1)
@@ -241,7 +248,8 @@ def main(argv):
     output = options.output or pathlib.Path(options.root) / RESULTS_FILE
     try:
         preset = with_overrides(PRESETS[options.preset], options.steps, options.learning_rate, options.patch_size,
-                                options.batch_size, options.checkpoint_every, options.filter_scale)
+                                options.batch_size, options.checkpoint_every, options.filter_scale,
+                                options.learning_rate_decay)
         configs = sweep_configs(preset, options.models, options.distortions, _qualities(options.qualities),
                                 options.data)
         # Images first: a missing Kodak set is reported before hours of training, not after.

@@ -28,6 +28,8 @@ flags.DEFINE_integer("steps", 1_000_000, "Total training steps.", lower_bound=1)
 flags.DEFINE_integer("batch_size", paper.BATCH_SIZE, "Crops per step (paper: 8).", lower_bound=1)
 flags.DEFINE_integer("patch_size", paper.PATCH_SIZE, "Crop size (paper: 256).", lower_bound=16)
 flags.DEFINE_float("learning_rate", paper.LEARNING_RATE, "Adam learning rate (paper: 1e-4).")
+flags.DEFINE_enum("learning_rate_decay", "none", ["none", "cosine"],
+                  "Learning-rate schedule: none (constant, as in the paper), cosine (down to a hundredth of it at --steps).")
 flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints (and progress bars).", lower_bound=1)
 flags.DEFINE_bool("downsample", False, "Paper's preprocessing: shrink large photos so the shorter side is 640-1200.")
 flags.DEFINE_bool("screen_saturation", False, "Paper's preprocessing: skip over-saturated images.")
@@ -54,6 +56,7 @@ def config_from_flags():
         batch_size=FLAGS.batch_size,
         patch_size=FLAGS.patch_size,
         learning_rate=FLAGS.learning_rate,
+        learning_rate_decay=FLAGS.learning_rate_decay,
         checkpoint_every=FLAGS.checkpoint_every,
         downsample=FLAGS.downsample,
         screen_saturation=FLAGS.screen_saturation,

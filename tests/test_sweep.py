@@ -52,13 +52,18 @@ def test_the_cpu_preset_scales_the_filters_and_fits_ms_ssim_crops():
     assert (configs["hyperprior-mse-q8"].patch_size, configs["hyperprior-mse-q8"].batch_size) == (128, 8)
     assert (configs["hyperprior-ms-ssim-q1"].patch_size, configs["hyperprior-ms-ssim-q1"].batch_size) == (176, 4)
     assert configs["factorized-ms-ssim-q1"].resolved()[2] == paper.QUALITIES[1].lmbda_ms_ssim
+    assert {(c.learning_rate, c.learning_rate_decay, c.steps) for c in configs.values()} == {(1e-3, "cosine", 5000)}
+    paper_configs = sweep.sweep_configs(sweep.PRESETS["paper"], qualities=[1])
+    assert {c.learning_rate_decay for c in paper_configs.values()} == {"none"}  # section 4.1: constant 1e-4
 
 
 def test_flags_override_the_preset_for_every_model():
-    preset = sweep.with_overrides(sweep.PRESETS["cpu"], steps=10, patch_size=192, batch_size=2, filter_scale=0.5)
+    preset = sweep.with_overrides(sweep.PRESETS["cpu"], steps=10, patch_size=192, batch_size=2, filter_scale=0.5,
+                                  learning_rate_decay="none")
     configs = sweep.sweep_configs(preset, ["factorized"], ["mse", "ms-ssim"], [6])
     for config in configs.values():
         assert (config.steps, config.patch_size, config.batch_size, config.learning_rate) == (10, 192, 2, 1e-3)
+        assert config.learning_rate_decay == "none"
         assert config.resolved()[:2] == (96, 160)
 
 

@@ -83,3 +83,40 @@ def test_steps_are_exact_when_not_a_multiple_of_the_checkpoint_interval(tmp_path
     assert int(model.optimizer.iterations.numpy()) == 5
     assert json.loads((tmp_path / "progress.json").read_text())["steps_done"] == 5
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_cosine_decay_follows_half_a_cosine_to_a_hundredth():
+    from tfhyper.training import learning_rate_schedule
+
+    schedule = learning_rate_schedule(tiny(learning_rate=1e-3, steps=1000, learning_rate_decay="cosine"))
+    for step in (0, 250, 500, 999, 1000):
+        expected = 1e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * step / 1000)))
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5)
+    assert learning_rate_schedule(tiny(learning_rate=2e-4)) == 2e-4  # "none": the paper's constant rate
+    with pytest.raises(ValueError, match="learning_rate_decay must be one of none, cosine"):
+        train(tiny(learning_rate_decay="linear"), REPO / "no-such-run", verbose=0)
+    assert not (REPO / "no-such-run").exists()
+
+
+def test_a_resumed_run_continues_on_its_decay_schedule(tmp_path):
+    config = tiny(learning_rate=1e-3, learning_rate_decay="cosine")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path, verbose=0, extra_callbacks=[Interrupt(epoch=1)])
+    from tfhyper import load_model
+
+    restored = load_model(tmp_path / "checkpoint.keras")
+    # Step 4 of 6: 1e-3 * (0.01 + 0.99 * (1 + cos(2 pi / 3)) / 2), not the initial rate.
+    np.testing.assert_allclose(float(restored.optimizer.learning_rate), 1e-3 * (0.01 + 0.99 * 0.25), rtol=1e-5)
+    model, _ = train(config, tmp_path, verbose=0)
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 1e-5, rtol=1e-5)  # the last step's
+
+
+def test_a_run_started_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    train(tiny(steps=2), tmp_path, verbose=0)
+    settings = json.loads((tmp_path / "run.json").read_text())
+    del settings["learning_rate_decay"]
+    (tmp_path / "run.json").write_text(json.dumps(settings))
+    model, _ = train(tiny(steps=2), tmp_path, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    with pytest.raises(ValueError, match="other settings.*learning_rate_decay"):
+        train(tiny(steps=2, learning_rate_decay="cosine"), tmp_path, verbose=0)

@@ -39,6 +39,7 @@ class RunConfig:
     batch_size: int = paper.BATCH_SIZE
     patch_size: int = paper.PATCH_SIZE
     learning_rate: float = paper.LEARNING_RATE
+    learning_rate_decay: str = "none"  # or "cosine": see `learning_rate_schedule`
     checkpoint_every: int = 1000
     downsample: bool = False
     screen_saturation: bool = False
@@ -53,6 +54,26 @@ class RunConfig:
             self.latent_filters or q.latent_filters,
             self.lmbda if self.lmbda is not None else q.lmbda(self.distortion),
         )
+
+
+LEARNING_RATE_DECAYS = ("none", "cosine")
+
+
+def learning_rate_schedule(config):
+    """Adam's learning rate: constant (section 4.1), or a cosine decay over the run's steps.
+
+    The paper trains at a constant 1e-4 for as long as it takes. Short runs at a higher rate (the cpu preset of
+    `experiments.sweep`) need the rate brought down towards their end: at a constant 1e-3 a factorized model
+    diverged past step 4,000, and what quantization noise the last steps add at a high rate stays in the weights.
+    "cosine" falls from `learning_rate` to 1 % of it along half a cosine, ending at `steps`. The schedule is part
+    of the optimizer, so it is saved in every checkpoint and a resumed run continues on it.
+    """
+    if config.learning_rate_decay not in LEARNING_RATE_DECAYS:
+        raise ValueError(f"learning_rate_decay must be one of {', '.join(LEARNING_RATE_DECAYS)}, "
+                         f"got {config.learning_rate_decay!r}")
+    if config.learning_rate_decay == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=config.steps, alpha=0.01)
+    return config.learning_rate
 
 
 def build_model(config):
@@ -134,12 +155,14 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
     """
     from tfhyper.models import load_model
 
+    learning_rate_schedule(config)  # a bad decay is refused before the run directory is touched
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = dataclasses.asdict(config)
     run_file = run_dir / "run.json"
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        # Settings added since a run was started take their defaults, which is what that run trained with.
+        previous = {**dataclasses.asdict(RunConfig()), **json.loads(run_file.read_text())}
         if previous != settings:
             changed = sorted(k for k in settings if previous.get(k) != settings[k])
             raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); use another directory")
@@ -178,7 +201,7 @@ def _train(config, run_dir, final, verbose, extra_callbacks):
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_model(config)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(config)))
 
     # A resumed run draws fresh crops instead of replaying the ones it has already trained on.
     dataset = make_dataset(
