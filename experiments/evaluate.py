@@ -39,7 +39,7 @@ from experiments import baselines
 from tfhyper import codec, coder, rd
 from tfhyper.imageio import OutputExistsError, atomic_write_bytes
 from tfhyper.losses import ms_ssim_db, ms_ssim_uint8, psnr_uint8
-from tfhyper.models import CompressionModel, ScaleHyperprior, load_model
+from tfhyper.models import CompressionModel, IncompatibleModelError, ScaleHyperprior, load_model
 
 COLUMNS = ("model", "image", "height", "width", "bytes", "bpp", "bpp_y", "bpp_z", "bpp_estimated", "psnr", "ms_ssim",
            "ms_ssim_db", "encode_s", "decode_s")
@@ -251,6 +251,8 @@ def load_models(paths):
             raise ValueError(f"two models are named {name!r}; rename one of them")
         try:
             model = load_model(file)
+        except IncompatibleModelError:
+            raise
         except (ValueError, OSError, TypeError, KeyError):
             raise ValueError(f"{file} is not a saved tfhyper model") from None
         if not isinstance(model, CompressionModel):

@@ -1,10 +1,13 @@
 """FactorizedPrior and ScaleHyperprior: shapes, rates, training, saving."""
 import math
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import tfhyper
 from tfhyper import paper
@@ -197,3 +200,24 @@ def test_mixed_bfloat16_transforms_keep_float32_entropy_models():
         assert likelihoods["z"].dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_model_saved_without_scale_thresholds_is_refused_in_one_clear_error(tmp_path, monkeypatch):
+    from tfhyper import models
+
+    model = tfhyper.ScaleHyperprior(8, 12, density_filters=(3, 3))
+    model.build()
+    # What an early build wrote: the hyperprior's tables without the thresholds of its coding scales.
+    full = models._tables_to_arrays
+    monkeypatch.setattr(models, "_tables_to_arrays", lambda t: {k: v for k, v in full(t).items() if "thresh" not in k})
+    model.save(tmp_path / "old.keras")
+    monkeypatch.undo()
+    with pytest.raises(models.IncompatibleModelError, match="old.keras: the saved model's coding tables lack thresholds"):
+        tfhyper.load_model(tmp_path / "old.keras")
+    # The command line says so in one line, rather than calling the file "not a tfhyper model".
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    result = subprocess.run([sys.executable, "-m", "tfhyper", "compress", str(tmp_path / "old.keras"),
+                             str(tmp_path / "x.png"), str(tmp_path / "x.tfh")], capture_output=True, text=True)
+    assert result.returncode != 0 and not (tmp_path / "x.tfh").exists()
+    assert result.stderr.strip().splitlines()[-1].endswith("coding tables lack thresholds (saved by an older build): "
+                                                           "load it with tfhyper of that version, or retrain")

@@ -42,12 +42,12 @@ def _parser():
 def _load_model(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file: {path}")
-    from tfhyper.models import load_model
-
-    from tfhyper.models import CompressionModel
+    from tfhyper.models import CompressionModel, IncompatibleModelError, load_model
 
     try:
         model = load_model(path)
+    except IncompatibleModelError:
+        raise
     except Exception as error:  # Keras raises many kinds for a file that is not a model
         raise ValueError(f"{path} is not a tfhyper model ({type(error).__name__})") from None
     if not isinstance(model, CompressionModel):

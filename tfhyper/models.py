@@ -168,6 +168,7 @@ class CompressionModel(keras.Model):
 
     # -- integer coding tables (see entropy_models and codec) ----------------------------------------------
     coding_tables = None  # {"y": CodingTables, "z": CodingTables or absent, "medians": float32 array}
+    TABLE_KEYS = ("y", "medians")  # what a saved model must carry (update_tables makes them)
     tables_version = 0  # changes whenever coding_tables do; keys the caches derived from them
 
     def update_tables(self, precision=16):
@@ -185,6 +186,12 @@ class CompressionModel(keras.Model):
     def load_own_variables(self, store):
         arrays = {key: np.asarray(store[key]) for key in store.keys() if key.startswith("tables.")}
         self.coding_tables = _tables_from_arrays(arrays) if arrays else None
+        missing = sorted(set(self.TABLE_KEYS) - set(self.coding_tables or {}))
+        if self.coding_tables is not None and missing:
+            # Saved by a development build whose tables lacked these entries; they cannot be rebuilt here because
+            # the sublayers' weights load after this method.
+            raise ValueError(f"the saved model's coding tables lack {', '.join(missing)} (saved by an older build): "
+                             "load it with tfhyper of that version, or retrain")
         self.tables_version = next(_TABLE_VERSIONS)
 
     def fingerprint(self):
@@ -248,6 +255,8 @@ class FactorizedPrior(CompressionModel):
 @keras.saving.register_keras_serializable(package="tfhyper")
 class ScaleHyperprior(CompressionModel):
     """The paper's model (figure 3, right): z = h_a(|y|) is side information carrying the scales of y."""
+
+    TABLE_KEYS = ("y", "z", "medians", "scales", "thresholds")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -320,9 +329,20 @@ def _tables_from_arrays(arrays):
     return tables
 
 
+class IncompatibleModelError(ValueError):
+    """A saved tfhyper model that this version cannot code with."""
+
+
 def load_model(path):
     """Loads a model saved with `model.save(path)` (a `.keras` file)."""
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except ValueError as error:
+        # Keras wraps what a layer raised while loading in its own message; ours says what is wrong.
+        ours = [line.strip() for line in str(error).splitlines() if "coding tables lack" in line]
+        if ours:
+            raise IncompatibleModelError(f"{path}: {ours[0]}") from None
+        raise
 
 
 def model_for_quality(kind, quality, distortion="mse", **kwargs):
