@@ -14,9 +14,9 @@ On a fresh machine with nothing downloaded it:
    each codec; with Kodak also against the paper's curves) and --output_dir/figure5.png (and .pdf), the
    Figure 5-style plot.
 
---full trains with the sweep's cpu preset (5000 steps per model, decaying learning rate) and evaluates on Kodak. Training is resumable:
-run the same command again after an interruption; finished models are kept and not retrained, and the results
-files are rewritten atomically.
+--full trains with the sweep's cpu preset (5000 steps per model, decaying learning rate) and evaluates on Kodak.
+Training is resumable: run the same command again after an interruption; finished models are kept and not
+retrained, and the results files are rewritten atomically.
 """
 import dataclasses
 import pathlib
@@ -36,8 +36,8 @@ SAMPLE_COUNT = 4
 SAMPLE_SEED = 2018
 
 flags.DEFINE_string("data", None, "Training images (folder, glob or tfds:NAME); default: built-in synthetic images.")
-flags.DEFINE_bool("full", False, f"Train longer (the sweep's cpu preset, {sweep.PRESETS['cpu'].steps} steps per model) and evaluate on Kodak "
-                                 "(--kodak, or downloaded once when online).")
+flags.DEFINE_bool("full", False, f"Train longer (the sweep's cpu preset, {sweep.PRESETS['cpu'].steps} steps per "
+                  "model) and evaluate on Kodak (--kodak, or downloaded once when online).")
 flags.DEFINE_integer("steps", None, f"Training steps per model (default {QUICK.steps}; "
                                     f"{sweep.PRESETS['cpu'].steps} with --full).", lower_bound=1)
 # Qualities 1-5 share N=32, M=48 here; 6-8 (N=48, M=80) train more slowly and lag in a run this short.

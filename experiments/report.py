@@ -8,7 +8,9 @@ gives one row per model (means over the images of bpp from the real files, bpp o
 each hyperprior family, its BD-rate against every other curve: our other families, each codec, and with
 --published the paper's own curves (`tfhyper.reference`, meaningful on Kodak only). BD-rates are computed on the
 curves as the figures draw them (appendix 6.4 aggregation; `tfhyper.rd.bd_rate`): negative means fewer bits
-than the anchor at equal quality. Where a curve has fewer than the four points Bjøntegaard's cubic fit needs
+than the anchor at equal quality. Beside each BD-rate is the Bjøntegaard delta quality (BD-PSNR, BD-MS-SSIM in
+dB; `rd.bd_psnr`), the mean quality gain at equal rate over the rates both curves span: it exists also where the
+quality ranges do not overlap. Where a curve has fewer than the four points Bjøntegaard's cubic fit needs
 (three lambdas, say), the piecewise-cubic variant is used and marked "(piecewise)" (`rd.bd_rate_pchip`). A pair
 whose quality ranges do not overlap, or a curve whose quality does not rise with rate, is reported as n/a with
 the reason.
@@ -66,9 +68,28 @@ def bd_rate_or_reason(anchor, test):
         return f"n/a: {error}"
 
 
-def bd_rates(curves, tests):
-    """{test: {anchor: BD-rate or reason}} for each test label against every other curve."""
-    return {test: {anchor: bd_rate_or_reason(curves[anchor], curves[test]) for anchor in curves if anchor != test}
+def bd_quality_or_reason(anchor, test):
+    """Bjøntegaard delta quality (BD-PSNR, or BD-MS-SSIM in dB) in dB by the cubic fit, piecewise-cubic
+    ("(piecewise)") for curves of fewer than four points, else the reason it cannot be computed.
+
+    It averages over the rates both curves span, so it also compares curves whose quality ranges do not overlap
+    (ours at CPU scale against the paper's), and needs no rising quality: every rate has one quality.
+    """
+    try:
+        return rd.bd_psnr(anchor, test)
+    except ValueError as error:
+        if "cubic fit needs" not in str(error):
+            return f"n/a: {error}"
+    try:
+        return f"{rd.bd_psnr_pchip(anchor, test):+.2f} dB (piecewise)"
+    except ValueError as error:
+        return f"n/a: {error}"
+
+
+def bd_rates(curves, tests, delta=bd_rate_or_reason):
+    """{test: {anchor: delta(anchor, test)}} for each test label against every other curve (BD-rate or reason,
+    or with delta=bd_quality_or_reason the quality delta)."""
+    return {test: {anchor: delta(curves[anchor], curves[test]) for anchor in curves if anchor != test}
             for test in tests}
 
 
@@ -126,7 +147,9 @@ def equal_rate_table(evaluation_rows, settings, baseline_rows, column="psnr"):
 
 
 def bd_table(evaluation_rows, settings, baseline_rows, published=False):
-    """Markdown table of the BD-rates of every hyperprior curve against all other curves, PSNR and MS-SSIM."""
+    """Markdown table of the BD-rates and BD-quality of every hyperprior curve against all other curves, PSNR and
+    MS-SSIM. Returns (text, results): results["psnr"] and ["msssim"] hold BD-rates, ["psnr_delta"] and
+    ["msssim_delta"] the quality deltas, each as {test: {anchor: value or reason}}."""
     tables = {metric: all_curves(evaluation_rows, settings, baseline_rows, metric, published)
               for metric in ("psnr", "msssim")}
     tests = [label for label in tables["psnr"] if label.startswith("ours:") and "Hyperprior" in label]
@@ -134,21 +157,28 @@ def bd_table(evaluation_rows, settings, baseline_rows, published=False):
         coded_z = {figures.family(row["model"], settings) for row in evaluation_rows if row["bpp_z"] > 0}
         tests = [f"ours: {name}" for name in sorted(coded_z)]
     results = {metric: bd_rates(curves, tests) for metric, curves in tables.items()}
+    results.update({f"{metric}_delta": bd_rates(curves, tests, bd_quality_or_reason)
+                    for metric, curves in tables.items()})
+    columns = ("psnr", "psnr_delta", "msssim", "msssim_delta")
     lines = []
     for test in tests:
-        lines += [f"BD-rate of **{test[6:]}** (negative: fewer bits at equal quality)", "",
-                  "| anchor | BD-rate, PSNR | BD-rate, MS-SSIM (dB) |", "|---|---:|---:|"]
+        lines += [f"Bjøntegaard deltas of **{test[6:]}** (BD-rate negative: fewer bits at equal quality; "
+                  "BD-quality positive: higher quality at equal rate)", "",
+                  "| anchor | BD-rate, PSNR | BD-PSNR | BD-rate, MS-SSIM (dB) | BD-MS-SSIM |",
+                  "|---|---:|---:|---:|---:|"]
         for anchor in dict.fromkeys([*results["psnr"][test], *results["msssim"][test]]):
-            cells = [_cell(results[metric][test].get(anchor)) for metric in ("psnr", "msssim")]
-            lines.append(f"| {anchor} | {cells[0]} | {cells[1]} |")
+            cells = [_cell(results[column][test].get(anchor), column.endswith("_delta")) for column in columns]
+            lines.append(f"| {anchor} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines), results
 
 
-def _cell(value):
+def _cell(value, decibels=False):
     if value is None:
         return "-"
-    return f"{value:+.1f} %" if isinstance(value, float) else value
+    if isinstance(value, float):
+        return f"{value:+.2f} dB" if decibels else f"{value:+.1f} %"
+    return value
 
 
 def markdown_report(evaluation_rows, settings, baseline_rows=None, published=False, title="Results", notes=()):
@@ -162,7 +192,7 @@ def markdown_report(evaluation_rows, settings, baseline_rows=None, published=Fal
         parts += ["## Quality against each codec at the same rate (dB; positive: ours is better)", "",
                   "PSNR:", "", equal_rate_table(evaluation_rows, settings, baseline_rows, "psnr"), "",
                   "MS-SSIM (dB):", "", equal_rate_table(evaluation_rows, settings, baseline_rows, "ms_ssim_db"), ""]
-    parts += ["## Bjøntegaard delta rates (appendix 6.4 aggregation, cubic fit in log rate)", "",
+    parts += ["## Bjøntegaard deltas (appendix 6.4 aggregation, cubic fits in log rate)", "",
               bd_table(evaluation_rows, settings, baseline_rows, published)[0]]
     return "\n".join(parts)
 

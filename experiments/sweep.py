@@ -140,8 +140,8 @@ def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALIT
                     model=kind, distortion=distortion, quality=quality, num_filters=num_filters,
                     latent_filters=latent_filters, data=data, steps=preset.steps, batch_size=batch_size,
                     patch_size=patch_size, learning_rate=preset.learning_rate,
-                    learning_rate_decay=preset.learning_rate_decay, checkpoint_every=preset.checkpoint_every, downsample=preset.downsample,
-                    screen_saturation=preset.screen_saturation,
+                    learning_rate_decay=preset.learning_rate_decay, checkpoint_every=preset.checkpoint_every,
+                    downsample=preset.downsample, screen_saturation=preset.screen_saturation,
                 )  # fmt: skip
     return configs
 

@@ -29,7 +29,8 @@ flags.DEFINE_integer("batch_size", paper.BATCH_SIZE, "Crops per step (paper: 8).
 flags.DEFINE_integer("patch_size", paper.PATCH_SIZE, "Crop size (paper: 256).", lower_bound=16)
 flags.DEFINE_float("learning_rate", paper.LEARNING_RATE, "Adam learning rate (paper: 1e-4).")
 flags.DEFINE_enum("learning_rate_decay", "none", ["none", "cosine"],
-                  "Learning-rate schedule: none (constant, as in the paper), cosine (down to a hundredth of it at --steps).")
+                  "Learning-rate schedule: none (constant, as in the paper), cosine (down to a hundredth of it at "
+                  "--steps).")
 flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints (and progress bars).", lower_bound=1)
 flags.DEFINE_bool("downsample", False, "Paper's preprocessing: shrink large photos so the shorter side is 640-1200.")
 flags.DEFINE_bool("screen_saturation", False, "Paper's preprocessing: skip over-saturated images.")

@@ -212,7 +212,8 @@ def test_a_model_saved_without_scale_thresholds_is_refused_in_one_clear_error(tm
     monkeypatch.setattr(models, "_tables_to_arrays", lambda t: {k: v for k, v in full(t).items() if "thresh" not in k})
     model.save(tmp_path / "old.keras")
     monkeypatch.undo()
-    with pytest.raises(models.IncompatibleModelError, match="old.keras: the saved model's coding tables lack thresholds"):
+    message = "old.keras: the saved model's coding tables lack thresholds"
+    with pytest.raises(models.IncompatibleModelError, match=message):
         tfhyper.load_model(tmp_path / "old.keras")
     # The command line says so in one line, rather than calling the file "not a tfhyper model".
     Image.new("RGB", (32, 32)).save(tmp_path / "x.png")

@@ -296,3 +296,33 @@ def test_piecewise_bd_rate_is_close_to_the_cubic_on_the_published_curves():
     anchor = reference.load_curve("bpg444", "psnr")
     test = reference.load_curve("balle-2018-iclr-opt-mse", "psnr")
     assert rd.bd_rate_pchip(anchor, test) == pytest.approx(rd.bd_rate(anchor, test), abs=0.5)
+
+
+def test_piecewise_bd_psnr_of_curves_linear_in_log_rate_is_their_offset():
+    """pchip reproduces a line exactly, so curves a + b log(rate) that differ by 0.7 dB are 0.7 dB apart over
+    the rates they share, whatever their points; a curve that turns back still has a quality at every rate."""
+    def line(rates, offset):
+        return rates, [30.0 + offset + 4.0 * np.log(r) for r in rates]
+
+    anchor = line([0.1, 0.3, 0.9], 0.0)
+    test = line([0.15, 0.5, 1.5, 2.0], 0.7)
+    assert rd.bd_psnr_pchip(anchor, test) == pytest.approx(0.7, abs=1e-12)
+    assert rd.bd_psnr_pchip(test, anchor) == pytest.approx(-0.7, abs=1e-12)
+    # A curve whose quality falls and rises again still has one quality per rate.
+    assert np.isfinite(rd.bd_psnr_pchip(anchor, ([0.1, 0.2, 0.3], [25.0, 24.0, 26.0])))
+    with pytest.raises(ValueError, match="rate ranges do not overlap"):
+        rd.bd_psnr_pchip(anchor, line([1.0, 2.0], 0.0))
+
+
+def test_piecewise_bd_psnr_of_smooth_concave_curves_matches_the_closed_form():
+    """Curves shaped like the published ones (concave in log rate), sampled as densely as BPG's (52 points) and
+    as the paper's (20): the gap g - f = 0.5 + 0.1 x has the mean 0.5 + 0.1 (lo + hi) / 2 over [lo, hi]."""
+    def f(x):
+        return 30.0 + 5.0 * x - 0.3 * x**2
+
+    anchor_x = np.linspace(np.log(0.024), np.log(9.8), 52)
+    test_x = np.linspace(np.log(0.1), np.log(1.5), 20)
+    anchor = (np.exp(anchor_x), f(anchor_x))
+    test = (np.exp(test_x), f(test_x) + 0.5 + 0.1 * test_x)
+    expected = 0.5 + 0.1 * (test_x[0] + test_x[-1]) / 2
+    assert rd.bd_psnr_pchip(anchor, test) == pytest.approx(expected, abs=1e-4)

@@ -1,4 +1,6 @@
 """experiments.report: BD-rate tables of our curves against the codecs and the paper."""
+import math
+
 import pytest
 
 from experiments import report
@@ -24,6 +26,11 @@ def test_bd_rate_table_of_a_curve_with_known_rate_ratio():
     assert psnr["ours: factorized-mse"] == pytest.approx(-20.0, abs=1e-6)
     assert psnr["jpeg420 (measured)"] == pytest.approx(-60.0, abs=1e-6)
     assert results["msssim"]["ours: hyperprior-mse"]["ours: factorized-mse"] == pytest.approx(-20.0, abs=1e-6)
+    # Quality is 3 dB per doubling of rate (1.5 for MS-SSIM in dB), so 0.8 x the rate is 3 log2(1.25) dB better.
+    gain = 3 * math.log2(1.25)
+    assert results["psnr_delta"]["ours: hyperprior-mse"]["ours: factorized-mse"] == pytest.approx(gain, abs=1e-9)
+    assert results["psnr_delta"]["ours: hyperprior-mse"]["jpeg420 (measured)"] == pytest.approx(
+        3 * math.log2(2.5), abs=1e-9)
 
 
 def test_report_lists_models_codecs_and_says_why_a_delta_is_missing():
@@ -32,6 +39,10 @@ def test_report_lists_models_codecs_and_says_why_a_delta_is_missing():
     text = report.markdown_report(rows, {}, far, published=True, title="T")
     assert "| hyperprior-mse-q4 | hyperprior-mse |" in text and "| webp | 4 |" in text
     assert "| webp (measured) | n/a: " in text and "overlap" in text
+    # Rates overlap where qualities do not: BD-PSNR is defined. The codec is 50 dB better at its own rates, which
+    # are 1.25 x ours: 3 dB per doubling, so at equal rate ours is 50 - 3 log2(1.25) dB behind.
+    behind = f"{3 * math.log2(1.25) - 50:+.2f} dB"
+    assert f"| webp (measured) | n/a: the curves' quality ranges do not overlap | {behind} |" in text
     # The paper's curve is an anchor when asked for.
     assert "| paper: balle-2018-iclr-opt-mse |" in text
 
@@ -40,6 +51,8 @@ def test_three_point_curves_get_the_piecewise_bd_rate():
     rows = [row for row in _rows(0.8, True) + _rows(1.0, False) if not row["model"].endswith("q4")]
     _, results = report.bd_table(rows, {}, None)
     assert results["psnr"]["ours: hyperprior-mse"]["ours: factorized-mse"] == "-20.0 % (piecewise)"
+    assert results["psnr_delta"]["ours: hyperprior-mse"]["ours: factorized-mse"] == (
+        f"{3 * math.log2(1.25):+.2f} dB (piecewise)")
 
 
 def test_quality_at_equal_rate_against_a_codec():
