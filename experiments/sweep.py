@@ -32,7 +32,7 @@ them; --patch_size and --batch_size apply to MSE and MS-SSIM models alike):
          - Adam starting at 1e-3 and falling along half a cosine to 1e-5 at the last step. Over 600 steps
            (hyperprior, quality 3, N=32, M=48) the loss on Kodak crops reached 4.48 at 1e-3 against 5.64 at the
            paper's 1e-4 (4.60 at 5e-4, 4.58 at 2e-3). Held constant, 1e-3 let a factorized model (quality 4)
-           diverge after step 4,000, and after 3000 steps the models' PSNR did not yet rise with lambda
+           diverge near step 4,750, and after 3000 steps the models' PSNR did not yet rise with lambda
            (WORKSPACE_NOTES.md, which also has what the decay changed). The earlier schedule is
            `--steps=3000 --learning_rate_decay=none`. A run that diverges anyway stops at its last finite checkpoint.
          - 5000 steps: measured 0.07-0.11 s per step for the MSE hyperprior models of qualities 1-5 and

@@ -64,7 +64,7 @@ def learning_rate_schedule(config):
 
     The paper trains at a constant 1e-4 for as long as it takes. Short runs at a higher rate (the cpu preset of
     `experiments.sweep`) need the rate brought down towards their end: at a constant 1e-3 a factorized model
-    diverged past step 4,000, and what quantization noise the last steps add at a high rate stays in the weights.
+    diverged near step 4,750, and a rate that stays high keeps the last weights jittering instead of settling.
     "cosine" falls from `learning_rate` to 1 % of it along half a cosine, ending at `steps`. The schedule is part
     of the optimizer, so it is saved in every checkpoint and a resumed run continues on it.
     """
