@@ -24,7 +24,7 @@ def test_quickstart_writes_report_plot_and_real_files_and_resumes(tmp_path):
     text = (out / "report.md").read_text()
     for name in ("hyperprior-mse-q1", "hyperprior-mse-q2", "factorized-mse-q1", "factorized-mse-q2"):
         assert f"| {name} |" in text
-    assert "| jpeg420 |" in text and "BD-rate of **ScaleHyperprior" in text
+    assert "| jpeg420 |" in text and "Bjøntegaard deltas of **ScaleHyperprior" in text
     with Image.open(out / "figure5.png") as image:
         assert image.format == "PNG" and min(image.size) > 400
     # The sample files are real: the saved model decodes them to the PNGs written beside them.
