@@ -53,6 +53,9 @@ def bd_rate_or_reason(anchor, test):
     A curve whose quality does not rise with its rate (models far from convergence) has no rate at a given
     quality, so a fitted delta would be an artefact of the fit: it is refused too.
     """
+    short = _single_point(anchor, test)
+    if short:
+        return short
     for curve, name in ((anchor, "anchor"), (test, "test")):
         order = np.argsort(curve[0], kind="stable")
         if np.any(np.diff(np.asarray(curve[1])[order]) <= 0):
@@ -75,6 +78,9 @@ def bd_quality_or_reason(anchor, test):
     It averages over the rates both curves span, so it also compares curves whose quality ranges do not overlap
     (ours at CPU scale against the paper's), and needs no rising quality: every rate has one quality.
     """
+    short = _single_point(anchor, test)
+    if short:
+        return short
     try:
         return rd.bd_psnr(anchor, test)
     except ValueError as error:
@@ -84,6 +90,14 @@ def bd_quality_or_reason(anchor, test):
         return f"{rd.bd_psnr_pchip(anchor, test):+.2f} dB (piecewise)"
     except ValueError as error:
         return f"n/a: {error}"
+
+
+def _single_point(anchor, test):
+    """The reason a delta is missing when a curve is a single point (one model, one codec setting), else None."""
+    for curve, name in ((anchor, "anchor"), (test, "test")):
+        if len(curve[0]) < 2:
+            return f"n/a: the {name} is a single point (a curve needs two models or more)"
+    return None
 
 
 def bd_rates(curves, tests, delta=bd_rate_or_reason):

@@ -70,3 +70,12 @@ def test_curves_that_turn_back_get_no_bd_rate():
     turning = ([0.1, 0.3, 0.4, 0.8], [25.0, 24.0, 29.0, 31.0])
     assert report.bd_rate_or_reason(rising, turning) == "n/a: test: quality does not rise with rate"
     assert isinstance(report.bd_rate_or_reason(rising, rising), float)
+
+
+def test_a_single_model_is_a_point_not_a_curve():
+    point = ([0.3], [27.0])
+    rising = ([0.1, 0.2, 0.4, 0.8], [25.0, 27.0, 29.0, 31.0])
+    reason = "n/a: the test is a single point (a curve needs two models or more)"
+    assert report.bd_rate_or_reason(rising, point) == reason
+    assert report.bd_quality_or_reason(rising, point) == reason
+    assert report.bd_rate_or_reason(point, rising) == reason.replace("test", "anchor")
