@@ -12,8 +12,8 @@ than the anchor at equal quality. Beside each BD-rate is the Bjøntegaard delta 
 dB; `rd.bd_psnr`), the mean quality gain at equal rate over the rates both curves span: it exists also where the
 quality ranges do not overlap. Where a curve has fewer than the four points Bjøntegaard's cubic fit needs
 (three lambdas, say), the piecewise-cubic variant is used and marked "(piecewise)" (`rd.bd_rate_pchip`). A pair
-whose quality ranges do not overlap, or a curve whose quality does not rise with rate, is reported as n/a with
-the reason.
+whose quality ranges do not overlap is reported as n/a with the reason. A curve whose quality does not rise with rate keeps its cubic BD-rate, marked "(quality not
+monotone)".
 """
 import datetime
 import pathlib
@@ -50,8 +50,11 @@ def bd_rate_or_reason(anchor, test):
     """BD-rate in percent (a float) by Bjøntegaard's cubic fit; where a curve has fewer than the four points that
     needs, by piecewise-cubic interpolation (text ending "(piecewise)"); else the reason it cannot be computed.
 
-    A curve whose quality does not rise with its rate (models far from convergence) has no rate at a given
-    quality, so a fitted delta would be an artefact of the fit: it is refused too.
+    A curve whose quality does not rise with its rate (models far from convergence) has no single rate at a given
+    quality. Bjøntegaard's cubic is still defined (it fits log rate to quality by least squares, VCEG-M33), so
+    with four points or more its value is given, marked "(quality not monotone)": it leans on the fit more than
+    usual, and BD-quality (`bd_quality_or_reason`, one quality per rate) is the sounder number there. The
+    piecewise variant interpolates, so it refuses such a curve.
     """
     short = _single_point(anchor, test)
     if short:
@@ -59,7 +62,12 @@ def bd_rate_or_reason(anchor, test):
     for curve, name in ((anchor, "anchor"), (test, "test")):
         order = np.argsort(curve[0], kind="stable")
         if np.any(np.diff(np.asarray(curve[1])[order]) <= 0):
-            return f"n/a: {name}: quality does not rise with rate"
+            try:
+                return f"{rd.bd_rate(anchor, test):+.1f} % (quality not monotone)"
+            except ValueError as error:
+                if "cubic fit needs" in str(error):  # and the piecewise variant needs rising quality
+                    return f"n/a: {name}: quality does not rise with rate, and {error.args[0].split(': ', 1)[1]}"
+                return f"n/a: {error}"
     try:
         return rd.bd_rate(anchor, test)
     except ValueError as error:
