@@ -648,5 +648,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    # Run the package's copy of this module, not this __main__ one: image_figures raises the package's
+    # MissingInput, which an `except MissingInput` here would not catch.
+    from experiments import figures as package_module
+
+    package_module.define_flags()
+    app.run(package_module.main)

@@ -84,5 +84,11 @@ def test_cli_draws_image_figures_and_skips_without_models(model_dir, image_dir, 
     assert result.returncode == 0, result.stderr
     assert "skipping figure 2: it needs trained models (--models)" in result.stderr
     assert "skipping figure 12: it needs the images (--images)" in result.stderr
+    # A figure of image_figures whose models are missing is skipped too (its MissingInput is the one caught).
+    mse_only = ",".join(str(p) for p in sorted(model_dir.glob("*mse*.keras")))
+    result = _run_cli(f"--models={mse_only}", f"--images={image_dir}", f"--output_dir={tmp_path / 'other'}",
+                      "--figures=6")
+    assert result.returncode == 0, result.stderr
+    assert "skipping figure 6: figure 6 needs hyperprior models trained for MS-SSIM and for MSE" in result.stderr
     result = _run_cli(f"--output_dir={tmp_path / 'other'}", "--figures=4")
     assert result.returncode != 0 and "unknown figure(s) 4" in result.stderr
