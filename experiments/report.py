@@ -5,7 +5,7 @@ r"""A results report: our models and the codecs measured in the same run, with B
 
 For every curve of our models ("family": class, distortion and capacity, as in `experiments.figures`) the report
 gives one row per model (means over the images of bpp from the real files, bpp of z, PSNR, MS-SSIM) and, for
-each hyperprior family, its BD-rate against every other curve: our other families, each codec, and with
+each family (hyperpriors first), its BD-rate against every other curve: our other families, each codec, and with
 --published the paper's own curves (`tfhyper.reference`, meaningful on Kodak only). BD-rates are computed on the
 curves as the figures draw them (appendix 6.4 aggregation; `tfhyper.rd.bd_rate`): negative means fewer bits
 than the anchor at equal quality. Beside each BD-rate is the Bjøntegaard delta quality (BD-PSNR, BD-MS-SSIM in
@@ -26,7 +26,7 @@ from experiments import figures
 from tfhyper import rd
 from tfhyper.imageio import atomic_write_bytes
 
-# The paper's curves a hyperprior is compared with when --published is given (PSNR and MS-SSIM names).
+# The paper's curves ours are compared with when --published is given (PSNR and MS-SSIM names).
 PUBLISHED_ANCHORS = {
     "psnr": ("balle-2018-iclr-opt-mse", "balle-2017-iclr-opt-mse", "bpg444", "jpeg420", "webp"),
     "msssim": ("balle-2018-iclr-opt-msssim", "balle-2017-iclr-opt-msssim", "bpg444", "jpeg420", "webp"),
@@ -169,7 +169,8 @@ def equal_rate_table(evaluation_rows, settings, baseline_rows, column="psnr"):
 
 
 def bd_table(evaluation_rows, settings, baseline_rows, published=False):
-    """Markdown table of the BD-rates and BD-quality of every hyperprior curve against all other curves, PSNR and
+    """Markdown tables of the BD-rates and BD-quality of each of our curves (hyperpriors first) against all other
+    curves, PSNR and
     MS-SSIM. Returns (text, results): results["psnr"] and ["msssim"] hold BD-rates, ["psnr_delta"] and
     ["msssim_delta"] the quality deltas, each as {test: {anchor: value or reason}}."""
     tables = {metric: all_curves(evaluation_rows, settings, baseline_rows, metric, published)
@@ -178,6 +179,8 @@ def bd_table(evaluation_rows, settings, baseline_rows, published=False):
     if not tests:  # without settings, a hyperprior is a curve whose rows code z
         coded_z = {figures.family(row["model"], settings) for row in evaluation_rows if row["bpp_z"] > 0}
         tests = [f"ours: {name}" for name in sorted(coded_z)]
+    # Then our other curves (the factorized prior against the codecs and the paper's own factorized model).
+    tests += [label for label in tables["psnr"] if label.startswith("ours:") and label not in tests]
     results = {metric: bd_rates(curves, tests) for metric, curves in tables.items()}
     results.update({f"{metric}_delta": bd_rates(curves, tests, bd_quality_or_reason)
                     for metric, curves in tables.items()})

@@ -31,6 +31,9 @@ def test_bd_rate_table_of_a_curve_with_known_rate_ratio():
     assert results["psnr_delta"]["ours: hyperprior-mse"]["ours: factorized-mse"] == pytest.approx(gain, abs=1e-9)
     assert results["psnr_delta"]["ours: hyperprior-mse"]["jpeg420 (measured)"] == pytest.approx(
         3 * math.log2(2.5), abs=1e-9)
+    # The factorized prior gets its own table: the same pair seen from the other side, and the codecs.
+    assert results["psnr"]["ours: factorized-mse"]["ours: hyperprior-mse"] == pytest.approx(25.0, abs=1e-6)
+    assert results["psnr"]["ours: factorized-mse"]["jpeg420 (measured)"] == pytest.approx(-50.0, abs=1e-6)
 
 
 def test_report_lists_models_codecs_and_says_why_a_delta_is_missing():
