@@ -23,7 +23,7 @@ them; --patch_size and --batch_size apply to MSE and MS-SSIM models alike):
   paper  Section 4.1: Adam with learning rate 1e-4, batches of 8 random 256x256 crops, N and M of figure 4,
          photographs screened for saturation and downsampled (shorter side 640-1200). The paper gives no step
          count; 10^6 steps is the default of the authors' example scripts in tensorflow/compression. For a GPU.
-  cpu    The MSE models of both priors at qualities 1-4 in about an hour on 2 CPU cores (all 32 in about seven):
+  cpu    The MSE models of both priors at qualities 1-4 in about an hour on 2 CPU cores (all 32 in seven to eight):
          - N and M a quarter of the paper's (32/48 for qualities 1-5, 48/80 for 6-8). Figure 9 (appendix 6.3)
            shows performance saturating with the number of filters, earlier for lower lambda: smaller transforms
            cost quality mostly at high rates, and the inner convolutions' multiply-adds (N^2) fall 16-fold.
@@ -35,9 +35,9 @@ them; --patch_size and --batch_size apply to MSE and MS-SSIM models alike):
            diverge near step 4,750, and after 3000 steps the models' PSNR did not yet rise with lambda
            (WORKSPACE_NOTES.md, which also has what the decay changed). The earlier schedule is
            `--steps=3000 --learning_rate_decay=none`. A run that diverges anyway stops at its last finite checkpoint.
-         - 5000 steps: measured 0.07-0.11 s per step for the MSE hyperprior models of qualities 1-5 and
-           0.09-0.19 s for qualities 6-8, 0.12-0.25 s for the factorized ones and 0.20-0.27 s for MS-SSIM models,
-           about 6 s for one step of all 32 models. Evaluation adds about 0.3 s per model and Kodak image.
+         - 5000 steps: measured medians of 0.07-0.08 s per step for the MSE models of qualities 1-4 (both
+           priors, alone on the machine), 0.09-0.19 s for qualities 6-8 and 0.20-0.27 s for MS-SSIM models.
+           Evaluation adds about 0.3 s per model and Kodak image.
   test   Seconds per model (N and M a sixteenth, 64x64 crops, 4 steps): exercises the machinery, compresses badly.
 """
 import dataclasses
