@@ -68,15 +68,7 @@ def bd_rate_or_reason(anchor, test):
                 if "cubic fit needs" in str(error):  # and the piecewise variant needs rising quality
                     return f"n/a: {name}: quality does not rise with rate, and {error.args[0].split(': ', 1)[1]}"
                 return f"n/a: {error}"
-    try:
-        return rd.bd_rate(anchor, test)
-    except ValueError as error:
-        if "cubic fit needs" not in str(error):
-            return f"n/a: {error}"
-    try:
-        return f"{rd.bd_rate_pchip(anchor, test):+.1f} % (piecewise)"
-    except ValueError as error:
-        return f"n/a: {error}"
+    return _cubic_or_piecewise(anchor, test, rd.bd_rate, rd.bd_rate_pchip, "{:+.1f} % (piecewise)")
 
 
 def bd_quality_or_reason(anchor, test):
@@ -86,16 +78,20 @@ def bd_quality_or_reason(anchor, test):
     It averages over the rates both curves span, so it also compares curves whose quality ranges do not overlap
     (ours at CPU scale against the paper's), and needs no rising quality: every rate has one quality.
     """
-    short = _single_point(anchor, test)
-    if short:
-        return short
+    return _single_point(anchor, test) or _cubic_or_piecewise(anchor, test, rd.bd_psnr, rd.bd_psnr_pchip,
+                                                              "{:+.2f} dB (piecewise)")
+
+
+def _cubic_or_piecewise(anchor, test, cubic, piecewise, piecewise_format):
+    """cubic(anchor, test) as a float; where a curve has too few points for it, piecewise(...) formatted as text;
+    else the reason neither can be computed ("n/a: ...")."""
     try:
-        return rd.bd_psnr(anchor, test)
+        return cubic(anchor, test)
     except ValueError as error:
         if "cubic fit needs" not in str(error):
             return f"n/a: {error}"
     try:
-        return f"{rd.bd_psnr_pchip(anchor, test):+.2f} dB (piecewise)"
+        return piecewise_format.format(piecewise(anchor, test))
     except ValueError as error:
         return f"n/a: {error}"
 
