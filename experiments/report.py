@@ -12,8 +12,8 @@ than the anchor at equal quality. Beside each BD-rate is the Bjøntegaard delta 
 dB; `rd.bd_psnr`), the mean quality gain at equal rate over the rates both curves span: it exists also where the
 quality ranges do not overlap. Where a curve has fewer than the four points Bjøntegaard's cubic fit needs
 (three lambdas, say), the piecewise-cubic variant is used and marked "(piecewise)" (`rd.bd_rate_pchip`). A pair
-whose quality ranges do not overlap is reported as n/a with the reason. A curve whose quality does not rise with rate keeps its cubic BD-rate, marked "(quality not
-monotone)".
+whose quality ranges do not overlap is reported as n/a with the reason. A curve whose quality does not rise with
+rate keeps its cubic BD-rate, marked "(quality not monotone)".
 """
 import datetime
 import pathlib
@@ -166,9 +166,8 @@ def equal_rate_table(evaluation_rows, settings, baseline_rows, column="psnr"):
 
 def bd_table(evaluation_rows, settings, baseline_rows, published=False):
     """Markdown tables of the BD-rates and BD-quality of each of our curves (hyperpriors first) against all other
-    curves, PSNR and
-    MS-SSIM. Returns (text, results): results["psnr"] and ["msssim"] hold BD-rates, ["psnr_delta"] and
-    ["msssim_delta"] the quality deltas, each as {test: {anchor: value or reason}}."""
+    curves, PSNR and MS-SSIM. Returns (text, results): results["psnr"] and ["msssim"] hold BD-rates,
+    ["psnr_delta"] and ["msssim_delta"] the quality deltas, each as {test: {anchor: value or reason}}."""
     tables = {metric: all_curves(evaluation_rows, settings, baseline_rows, metric, published)
               for metric in ("psnr", "msssim")}
     tests = [label for label in tables["psnr"] if label.startswith("ours:") and "Hyperprior" in label]
