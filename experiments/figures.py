@@ -36,12 +36,12 @@ skipped with one logged line saying why.
 """
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
 import pathlib
 import re
-import tempfile
 
 import matplotlib
 
@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from tfhyper import paper, rd, reference  # noqa: E402
+from tfhyper.imageio import atomic_write_bytes  # noqa: E402
 from tfhyper.losses import ms_ssim_db  # noqa: E402
 
 FIGURES = ("2", "5", "6", "7", "8", "9", "10", "11")
@@ -67,10 +68,6 @@ RATE_LABEL = "bits per pixel"
 # Our curves' colours: strong and apart from the tab10 colours the codecs take, whatever their number.
 OUR_COLORS = ["black", "#e7298a", "#7570b3", "#66a61e", "#a6761d"]
 WIDE_MAX_BPP = 2.5  # x range of Figures 10 and 11
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class MissingInput(Exception):
@@ -189,7 +186,7 @@ def aggregate(rows, setting, column):
         hi = min(rates[-1] for rates, _ in curves.values())
         # An image whose quality falls as its rate rises (a model far from convergence) has no curve to
         # interpolate along; its points are then averaged at equal settings like PSNR's.
-        rising = all(np.all(np.diff(values) > 0) for _, values in curves.values())
+        rising = all(rd.quality_rises(curve) for curve in curves.values())
         try:
             if rising and all(len(rates) >= 2 for rates, _ in curves.values()) and lo < hi:
                 return rd.aggregate_by_rate(curves, np.linspace(lo, hi, RATE_POINTS))
@@ -464,21 +461,15 @@ def figure8(data=None):
 
 
 def save_figure(figure, output_dir, name):
-    """Write NAME.png and NAME.pdf atomically: a temporary file in the same folder, then os.replace."""
+    """Write NAME.png and NAME.pdf atomically (`atomic_write_bytes`), replacing earlier ones."""
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix in ("png", "pdf"):
+        rendered = io.BytesIO()
+        figure.savefig(rendered, format=suffix, dpi=150)
         target = output_dir / f"{name}.{suffix}"
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{suffix}", dir=output_dir)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                figure.savefig(stream, format=suffix, dpi=150)
-            os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes files private; a figure is an ordinary file
-            os.replace(temporary, target)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        atomic_write_bytes(target, rendered.getvalue(), force=True)
         paths.append(target)
     plt.close(figure)
     return paths

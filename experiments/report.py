@@ -60,8 +60,7 @@ def bd_rate_or_reason(anchor, test):
     if short:
         return short
     for curve, name in ((anchor, "anchor"), (test, "test")):
-        order = np.argsort(curve[0], kind="stable")
-        if np.any(np.diff(np.asarray(curve[1])[order]) <= 0):
+        if not rd.quality_rises(curve):
             try:
                 return f"{rd.bd_rate(anchor, test):+.1f} % (quality not monotone)"
             except ValueError as error:

@@ -166,10 +166,18 @@ def bd_rate_pchip(anchor, test):
     curves = []
     for curve, name in ((anchor, "anchor"), (test, "test")):
         rates, quality = _sorted_curve(curve, name)
-        if np.any(np.diff(quality) <= 0):
+        if not quality_rises((rates, quality)):
             raise ValueError(f"{name}: quality must rise with rate for a piecewise BD-rate")
         curves.append((quality, np.log(rates)))
     return 100.0 * math.expm1(_pchip_mean_gap(*curves, "quality"))
+
+
+def quality_rises(curve):
+    """True when the curve's quality (second sequence) rises strictly with its rate (first), taken in rate order:
+    the condition for one rate per quality, which the piecewise BD-rate and the per-image interpolation at equal
+    rates need (models far from convergence can break it)."""
+    rates, quality = (np.asarray(v, dtype=np.float64) for v in curve)
+    return bool(np.all(np.diff(quality[np.argsort(rates, kind="stable")]) > 0))
 
 
 def bd_psnr_pchip(anchor, test):
