@@ -54,16 +54,17 @@ SIZES = [(1, 1), (17, 31), (64, 64), (768, 512), (512, 768)]
 def test_round_trip_equals_reconstruction_from_rounded_latents(kind, size, hyperprior, factorized):
     model = hyperprior if kind == "hyperprior" else factorized
     image = random_image(*size, seed=size[0])
-    _, segments = codec.symbols_and_indexes(model, image)
+    latents, segments = codec.symbols_and_indexes(model, image)
     data = codec.compress(model, image)
     header, decoded = codec.decode_symbols(model, data)
     np.testing.assert_array_equal(decoded["y"], segments[-1][0])
     if kind == "hyperprior":
         np.testing.assert_array_equal(decoded["z"], segments[0][0])
     assert (header.height, header.width) == size
-    # The model's own reconstruction from rounded latents, through the float model:
-    x = tf.constant(image[None], tf.float32) / 255.0
-    y = model.analysis(x)
+    # The model's own reconstruction from rounded latents, through the float model. It starts from the encoder's
+    # y: an analysis recomputed outside the encoder's graph can differ in the last bit, and a latent at .5 then
+    # rounds the other way (seen once in 768x512 under heavy load).
+    y = tf.constant(latents["y"][None])
     if kind == "hyperprior":
         y_hat = tf.round(y)
     else:
