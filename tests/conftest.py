@@ -6,8 +6,14 @@ import os
 import pathlib
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# No test may fail on how fast the machine is: Hypothesis' per-example deadline and its "too slow" health check
+# both measure wall-clock time, so both are off for every test (a test's own settings inherit this profile).
+settings.register_profile("machine-independent", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("machine-independent")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("TFHYPER_SHARED", REPO.parent / "shared"))

@@ -14,10 +14,10 @@ from tfhyper.errors import BitstreamError
 FINGERPRINT = bytes.fromhex("deadbeef")
 # 768 x 512 Kodak image, scale hyperprior with N = 128, M = 192: y is 512/16 x 768/16, z a further 4 times smaller.
 KODAK = Header(ModelKind.SCALE_HYPERPRIOR, FINGERPRINT, 512, 768, (32, 48, 192), (8, 12, 128))
-FUZZ = settings(max_examples=3000, deadline=1000, database=None)
-FEW = settings(max_examples=300, deadline=1000, database=None)
+FUZZ = settings(max_examples=3000, deadline=None, database=None)
+FEW = settings(max_examples=300, deadline=None, database=None)
 # Each example tries every prefix of its file, some 50 to 200 parses.
-TRUNCATIONS = settings(max_examples=1000, deadline=1000, database=None)
+TRUNCATIONS = settings(max_examples=1000, deadline=None, database=None)
 
 
 def leb128(value):

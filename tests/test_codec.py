@@ -174,7 +174,7 @@ def valid_file(hyperprior):
     return codec.compress(hyperprior, random_image(48, 80, 9))
 
 
-@settings(max_examples=1500, deadline=1000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_truncated_and_random_files_only_raise_bitstream_error(hyperprior, valid_file, data):
     choice = data.draw(st.integers(0, 3))

@@ -529,7 +529,7 @@ def decode_all(data):
 
 
 @given(st.binary(max_size=300))
-@settings(max_examples=300, deadline=2000)
+@settings(max_examples=300, deadline=None)
 def test_random_bytes_raise_only_bitstream_errors(data):
     try:
         decode_all(data)
@@ -543,7 +543,7 @@ def test_random_bytes_raise_only_bitstream_errors(data):
     cut=st.one_of(st.none(), st.integers(0, 10**6)),
     tail=st.binary(max_size=4),
 )
-@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_mutated_or_truncated_streams_raise_only_bitstream_errors(stream, flips, cut, tail):
     data = bytearray(stream)
     for at, bit in flips:
