@@ -38,6 +38,12 @@ flags.DEFINE_enum(
     "precision", "float32", ["float32", "mixed_bfloat16"], "Dtype policy of the transforms (entropy models: float32)."
 )
 flags.DEFINE_integer("seed", 0, "Random seed of initialization and crops.")
+flags.DEFINE_enum("initializer", paper.INITIALIZER, ["glorot_uniform", "fan_in_uniform"],
+                  "Starting weights of the convolutions: glorot_uniform (Keras' default, zero biases) or "
+                  "fan_in_uniform (PyTorch's default: kernel and bias uniform within 1/sqrt(fan-in)).")
+flags.DEFINE_float("adam_epsilon", paper.ADAM_EPSILON, "Adam's epsilon.", lower_bound=0.0)
+flags.DEFINE_float("clip_norm", paper.GRADIENT_CLIP_NORM,
+                   "Clip each step's gradients to this global norm (unset: no clipping).", lower_bound=0.0)
 flags.DEFINE_string("model_dir", None, "Directory of the run: checkpoints, logs, final model.keras.")
 flags.mark_flag_as_required("model_dir")
 
@@ -63,6 +69,9 @@ def config_from_flags():
         screen_saturation=FLAGS.screen_saturation,
         precision=FLAGS.precision,
         seed=FLAGS.seed,
+        initializer=FLAGS.initializer,
+        adam_epsilon=FLAGS.adam_epsilon,
+        clip_norm=FLAGS.clip_norm,
     )
 
 

@@ -104,35 +104,61 @@ class GDN(keras.layers.Layer):
         return config
 
 
-def conv(filters, kernel_size, strides=1, name=None):
+INITIALIZERS = ("glorot_uniform", "fan_in_uniform")
+
+
+def initializers(initializer, fan_in):
+    """(kernel, bias) initializers of a convolution whose output units each see `fan_in` inputs.
+
+    "glorot_uniform" is Keras' default: kernel U(-a, a) with a = sqrt(6 / (fan_in + fan_out)), bias 0.
+    "fan_in_uniform" is PyTorch's default for Conv2d and ConvTranspose2d (kaiming_uniform with a = sqrt(5)), which
+    CompressAI's models train with: kernel and bias both U(-1/sqrt(fan_in), 1/sqrt(fan_in)). For the inner 5x5
+    layers (fan_in = fan_out) it is 1/sqrt(3) of Glorot's spread, and biases start non-zero.
+    """
+    if initializer == "glorot_uniform":
+        return keras.initializers.GlorotUniform(), keras.initializers.Zeros()
+    if initializer == "fan_in_uniform":
+        bound = fan_in**-0.5
+        return keras.initializers.RandomUniform(-bound, bound), keras.initializers.RandomUniform(-bound, bound)
+    raise ValueError(f"initializer must be one of {', '.join(INITIALIZERS)}, got {initializer!r}")
+
+
+def conv(filters, kernel_size, strides=1, name=None, *, in_channels=None, initializer="glorot_uniform"):
     """Convolution padded (kernel_size - 1) / 2 on every side, as the references do.
 
     Keras' "same" padding is asymmetric for stride 2 (one pixel top/left, two bottom/right), which would
     shift every layer by half a pixel relative to the references and stop weights from carrying over.
-    The output size is ceil(input / strides) for any input size.
+    The output size is ceil(input / strides) for any input size. `in_channels` sets the fan-in of
+    "fan_in_uniform" (see `initializers`).
     """
     pad = (kernel_size - 1) // 2
+    kernel_init, bias_init = initializers(initializer, (in_channels or 1) * kernel_size**2)
     return keras.Sequential(
         [
             keras.layers.ZeroPadding2D(pad),
-            keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid"),
+            keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid",
+                                kernel_initializer=kernel_init, bias_initializer=bias_init),
         ],
         name=name,
     )
 
 
-def deconv(filters, kernel_size, strides=2, name=None):
+def deconv(filters, kernel_size, strides=2, name=None, *, initializer="glorot_uniform"):
     """Transposed convolution producing exactly `strides` times the input size, aligned like the references.
 
     PyTorch's ConvTranspose2d(k, s, padding=(k-1)/2, output_padding=s-1) places input i at output
     s*i - (k-1)/2 + k_index; a "valid" transposed convolution places it at s*i + k_index, so we crop
     (k-1)/2 in front and keep s * input. Keras' "same" would sit one pixel off.
+    PyTorch takes a transposed convolution's fan-in from its weight's second dimension, the output
+    channels: "fan_in_uniform" does the same, so both start from the same distribution.
     """
     pad = (kernel_size - 1) // 2
     tail = kernel_size - strides - pad  # valid output is s*(n-1) + k = s*n + (k - s)
+    kernel_init, bias_init = initializers(initializer, filters * kernel_size**2)
     return keras.Sequential(
         [
-            keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid"),
+            keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid",
+                                         kernel_initializer=kernel_init, bias_initializer=bias_init),
             keras.layers.Cropping2D(((pad, tail), (pad, tail))),
         ],
         name=name,

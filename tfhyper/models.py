@@ -64,10 +64,13 @@ class CompressionModel(keras.Model):
         distortion="mse",
         density_filters=paper.DENSITY_FILTERS,
         fixed_medians=False,
+        initializer=paper.INITIALIZER,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.fixed_medians = bool(fixed_medians)
+        # How the convolutions start (`layers.initializers`); it does not change what a trained model computes.
+        self.initializer = initializer
         if distortion not in DISTORTIONS:
             raise ValueError(f"distortion must be one of {DISTORTIONS}, got {distortion!r}")
         self.num_filters = int(num_filters)
@@ -75,8 +78,8 @@ class CompressionModel(keras.Model):
         self.lmbda = float(lmbda)
         self.distortion = distortion
         self.density_filters = tuple(int(f) for f in density_filters)
-        self.g_a = analysis_transform(self.num_filters, self.latent_filters)
-        self.g_s = synthesis_transform(self.num_filters)
+        self.g_a = analysis_transform(self.num_filters, self.latent_filters, initializer=initializer)
+        self.g_s = synthesis_transform(self.num_filters, initializer=initializer)
         self._trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "bpp", "bpp_y", "bpp_z", "mse", "psnr", "ms_ssim")
@@ -224,6 +227,7 @@ class CompressionModel(keras.Model):
             "distortion": self.distortion,
             "density_filters": self.density_filters,
             "fixed_medians": self.fixed_medians,
+            "initializer": self.initializer,
             "name": self.name,
         }
 
@@ -260,8 +264,8 @@ class ScaleHyperprior(CompressionModel):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.h_a = hyper_analysis_transform(self.num_filters)
-        self.h_s = hyper_synthesis_transform(self.num_filters, self.latent_filters)
+        self.h_a = hyper_analysis_transform(self.num_filters, self.latent_filters, initializer=self.initializer)
+        self.h_s = hyper_synthesis_transform(self.num_filters, self.latent_filters, initializer=self.initializer)
         self.entropy_bottleneck = EntropyBottleneck(
             self.num_filters,
             self.density_filters,

@@ -14,6 +14,16 @@ DENSITY_INIT_SCALE = 10.0
 LEARNING_RATE = 1e-4
 BATCH_SIZE = 8
 PATCH_SIZE = 256
+
+# -- What the paper leaves unsaid about training (section 4.1 names only Adam, its rate, the batch and the crops).
+# The values here are tfhyper's choices; `tfhyper.training.RunConfig` takes them as defaults.
+# Starting weights of the convolutions (`tfhyper.layers.initializers`): Keras' default.
+INITIALIZER = "glorot_uniform"
+# Adam's epsilon: Keras' default (PyTorch's is 1e-8).
+ADAM_EPSILON = 1e-7
+# Global norm to which each step's gradient is clipped, or None for no clipping.
+GRADIENT_CLIP_NORM = None
+
 # Section 4.1: photos downsampled so that the shorter side lies between 640 and 1200 pixels.
 DOWNSAMPLE_SHORT_SIDE = (640, 1200)
 

@@ -45,6 +45,9 @@ class RunConfig:
     screen_saturation: bool = False
     precision: str = "float32"  # Keras dtype policy of the transforms
     seed: int = 0
+    initializer: str = paper.INITIALIZER  # the convolutions' starting weights: tfhyper.layers.INITIALIZERS
+    adam_epsilon: float = paper.ADAM_EPSILON
+    clip_norm: float | None = paper.GRADIENT_CLIP_NORM  # each step's gradient clipped to this global norm
 
     def resolved(self):
         """N, M and lambda after applying the quality table and any overrides."""
@@ -81,9 +84,19 @@ def build_model(config):
 
     num_filters, latent_filters, lmbda = config.resolved()
     cls = {"hyperprior": tfhyper.ScaleHyperprior, "factorized": tfhyper.FactorizedPrior}[config.model]
-    model = cls(num_filters, latent_filters, lmbda=lmbda, distortion=config.distortion)
+    model = cls(num_filters, latent_filters, lmbda=lmbda, distortion=config.distortion, initializer=config.initializer)
     model.build()
     return model
+
+
+def build_optimizer(config):
+    """Adam (section 4.1) with the run's learning-rate schedule, epsilon and gradient clipping.
+
+    Clipping is by the global norm of all gradients together (`clip_norm`), as torch.nn.utils.clip_grad_norm_
+    does in CompressAI's training recipe, so the direction of a step is kept and only its length bounded.
+    """
+    return keras.optimizers.Adam(
+        learning_rate_schedule(config), epsilon=config.adam_epsilon, global_clipnorm=config.clip_norm)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -201,7 +214,7 @@ def _train(config, run_dir, final, verbose, extra_callbacks):
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_model(config)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(config)))
+        model.compile(optimizer=build_optimizer(config))
 
     # A resumed run draws fresh crops instead of replaying the ones it has already trained on.
     dataset = make_dataset(

@@ -5,6 +5,7 @@
     h_a (hyper-analysis):   |y|, conv N 3x3/1, ReLU, conv N 5x5/2, ReLU, conv N 5x5/2
     h_s (hyper-synthesis):  deconv N 5x5/2, ReLU, deconv N 5x5/2, ReLU, conv M 3x3/1, ReLU
 
+`initializer` chooses the convolutions' starting weights (`tfhyper.layers.initializers`).
 Layer names match the references' indices (g_a.0, g_a.2, ...) so that weights can be mapped one to one.
 """
 import keras
@@ -12,61 +13,61 @@ import keras
 from tfhyper.layers import GDN, conv, deconv
 
 
-def analysis_transform(num_filters, latent_filters, name="g_a"):
+def analysis_transform(num_filters, latent_filters, name="g_a", initializer="glorot_uniform"):
     """g_a: x -> y, downsampling by 16."""
     return keras.Sequential(
         [
-            conv(num_filters, 5, 2, name="conv0"),
+            conv(num_filters, 5, 2, name="conv0", in_channels=3, initializer=initializer),
             GDN(name="gdn0"),
-            conv(num_filters, 5, 2, name="conv1"),
+            conv(num_filters, 5, 2, name="conv1", in_channels=num_filters, initializer=initializer),
             GDN(name="gdn1"),
-            conv(num_filters, 5, 2, name="conv2"),
+            conv(num_filters, 5, 2, name="conv2", in_channels=num_filters, initializer=initializer),
             GDN(name="gdn2"),
-            conv(latent_filters, 5, 2, name="conv3"),
+            conv(latent_filters, 5, 2, name="conv3", in_channels=num_filters, initializer=initializer),
         ],
         name=name,
     )
 
 
-def synthesis_transform(num_filters, name="g_s"):
+def synthesis_transform(num_filters, name="g_s", initializer="glorot_uniform"):
     """g_s: y_hat -> x_hat, upsampling by 16, ending in 3 channels."""
     return keras.Sequential(
         [
-            deconv(num_filters, 5, 2, name="deconv0"),
+            deconv(num_filters, 5, 2, name="deconv0", initializer=initializer),
             GDN(inverse=True, name="igdn0"),
-            deconv(num_filters, 5, 2, name="deconv1"),
+            deconv(num_filters, 5, 2, name="deconv1", initializer=initializer),
             GDN(inverse=True, name="igdn1"),
-            deconv(num_filters, 5, 2, name="deconv2"),
+            deconv(num_filters, 5, 2, name="deconv2", initializer=initializer),
             GDN(inverse=True, name="igdn2"),
-            deconv(3, 5, 2, name="deconv3"),
+            deconv(3, 5, 2, name="deconv3", initializer=initializer),
         ],
         name=name,
     )
 
 
-def hyper_analysis_transform(num_filters, name="h_a"):
+def hyper_analysis_transform(num_filters, latent_filters, name="h_a", initializer="glorot_uniform"):
     """h_a: |y| -> z, downsampling by 4. The caller passes |y| (figure 4)."""
     return keras.Sequential(
         [
-            conv(num_filters, 3, 1, name="conv0"),
+            conv(num_filters, 3, 1, name="conv0", in_channels=latent_filters, initializer=initializer),
             keras.layers.ReLU(),
-            conv(num_filters, 5, 2, name="conv1"),
+            conv(num_filters, 5, 2, name="conv1", in_channels=num_filters, initializer=initializer),
             keras.layers.ReLU(),
-            conv(num_filters, 5, 2, name="conv2"),
+            conv(num_filters, 5, 2, name="conv2", in_channels=num_filters, initializer=initializer),
         ],
         name=name,
     )
 
 
-def hyper_synthesis_transform(num_filters, latent_filters, name="h_s"):
+def hyper_synthesis_transform(num_filters, latent_filters, name="h_s", initializer="glorot_uniform"):
     """h_s: z_hat -> sigma_hat, upsampling by 4; the final ReLU keeps sigma non-negative."""
     return keras.Sequential(
         [
-            deconv(num_filters, 5, 2, name="deconv0"),
+            deconv(num_filters, 5, 2, name="deconv0", initializer=initializer),
             keras.layers.ReLU(),
-            deconv(num_filters, 5, 2, name="deconv1"),
+            deconv(num_filters, 5, 2, name="deconv1", initializer=initializer),
             keras.layers.ReLU(),
-            conv(latent_filters, 3, 1, name="conv2"),
+            conv(latent_filters, 3, 1, name="conv2", in_channels=num_filters, initializer=initializer),
             keras.layers.ReLU(),
         ],
         name=name,
