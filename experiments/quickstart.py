@@ -1,12 +1,14 @@
 r"""The main job for a new user: small models of both priors, real files, the codecs, a report and a plot.
 
-    python -m experiments.quickstart                  # built-in synthetic images, about 12 minutes on 2 cores
+    python -m experiments.quickstart                  # built-in synthetic images, within 15 minutes on 2 cores
     python -m experiments.quickstart --full --data=../shared/data/train --kodak=../shared/data/kodak
 
 On a fresh machine with nothing downloaded it:
 1. trains the factorized-prior and scale-hyperprior models (eq. 10, MSE) at four of the paper's lambdas
-   (qualities 1, 2, 3, 5), 600 steps each, with N and M a quarter of the paper's, on random crops of the
-   built-in dead-leaves images (or of --data);
+   (qualities 1, 2, 3, 5), with N and M a quarter of the paper's, on random crops of the built-in dead-leaves
+   images (or of --data). All models train for the same number of steps, chosen so that together they take
+   --training_minutes on this machine: a few steps of each prior are timed first, and the count is kept in
+   --output_dir/schedule.json, so that a rerun resumes the same runs (--steps sets the count instead);
 2. compresses sample images (synthetic dead leaves; Kodak with --full or --images) to real .tfh files and
    back, measuring bpp from the file sizes, PSNR and MS-SSIM (`experiments.evaluate`);
 3. runs the classical codecs on the same images (`experiments.baselines`: JPEG, WebP, JPEG 2000, AVIF, HEVC);
@@ -14,11 +16,12 @@ On a fresh machine with nothing downloaded it:
    each codec; with Kodak also against the paper's curves) and --output_dir/figure5.png (and .pdf), the
    Figure 5-style plot.
 
---full trains with the sweep's cpu preset (5000 steps per model, decaying learning rate) and evaluates on Kodak.
+--full trains with the sweep's cpu preset (5000 steps per model) and evaluates on Kodak.
 Training is resumable: run the same command again after an interruption; finished models are kept and not
 retrained, and the results files are rewritten atomically.
 """
 import dataclasses
+import json
 import pathlib
 import sys
 import time
@@ -29,8 +32,13 @@ from absl import app, flags
 from experiments import baselines, evaluate, figures, report, sweep
 
 FLAGS = flags.FLAGS
-# A constant learning rate: the quickstart's figures in the README and the lab notebook were measured with it.
-QUICK = dataclasses.replace(sweep.PRESETS["cpu"], steps=600, checkpoint_every=200, learning_rate_decay="none")
+# The cpu preset's recipe; its step count is replaced by one that fits the time budget (`steps_within`).
+QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200)
+SCHEDULE_FILE = "schedule.json"
+# fit() costs more per step than the timed train_on_batch (data pipeline, callbacks, checkpoints): measured
+# ... (see WORKSPACE_NOTES.md); the budget is divided by this factor.
+FIT_OVERHEAD = 1.15
+MIN_STEPS = 100
 SAMPLE_SIDE = 256  # synthetic sample images: large enough for MS-SSIM's five scales (161 pixels)
 SAMPLE_COUNT = 4
 SAMPLE_SEED = 2018
@@ -38,8 +46,10 @@ SAMPLE_SEED = 2018
 flags.DEFINE_string("data", None, "Training images (folder, glob or tfds:NAME); default: built-in synthetic images.")
 flags.DEFINE_bool("full", False, f"Train longer (the sweep's cpu preset, {sweep.PRESETS['cpu'].steps} steps per "
                   "model) and evaluate on Kodak (--kodak, or downloaded once when online).")
-flags.DEFINE_integer("steps", None, f"Training steps per model (default {QUICK.steps}; "
+flags.DEFINE_integer("steps", None, "Training steps per model (default: as many as fit in --training_minutes; "
                                     f"{sweep.PRESETS['cpu'].steps} with --full).", lower_bound=1)
+flags.DEFINE_float("training_minutes", 10.0, "Wall-clock budget for training all the models together, when neither "
+                   "--steps nor --full is given.", lower_bound=0.1)
 # Qualities 1-5 share N=32, M=48 here; 6-8 (N=48, M=80) train more slowly and lag in a run this short.
 flags.DEFINE_list("qualities", ["1", "2", "3", "5"], "The paper's rate points to train (four or more give the "
                                                    "cubic BD-rate).")
@@ -78,6 +88,44 @@ def write_sample_files(models_dir, images, out):
     return written
 
 
+def seconds_per_step(config, warmup=2, steps=5):
+    """Median wall-clock seconds of one training step of `config`'s model on this machine (train_on_batch)."""
+    import tensorflow as tf
+
+    from experiments.benchmark import time_training_steps
+    from tfhyper.data import dead_leaves
+    from tfhyper.training import build_model, build_optimizer
+
+    model = build_model(config)
+    model.compile(optimizer=build_optimizer(config))
+    rng = np.random.default_rng(0)
+    batch = tf.constant(np.stack([dead_leaves(config.patch_size, rng) for _ in range(config.batch_size)]))
+    return float(np.median(time_training_steps(model, batch, warmup, steps)))
+
+
+def steps_within(budget_s, configs):
+    """(steps, {model kind: s/step}): the step count per model that trains all `configs` in about `budget_s`."""
+    per_kind = {}
+    for config in configs.values():
+        if config.model not in per_kind:
+            per_kind[config.model] = seconds_per_step(config)
+    per_step_of_all = sum(per_kind[config.model] for config in configs.values()) * FIT_OVERHEAD
+    return max(MIN_STEPS, int(budget_s / per_step_of_all)), per_kind
+
+
+def schedule(out, configs, budget_minutes):
+    """The step count of this output folder's runs: the one chosen before (schedule.json), else a new one."""
+    path = out / SCHEDULE_FILE
+    if path.exists():
+        return json.loads(path.read_text())["steps"]
+    print(f"timing a few training steps to fit {budget_minutes:g} minutes of training ...", flush=True)
+    steps, per_kind = steps_within(budget_minutes * 60, configs)
+    from tfhyper.training import write_json_atomic
+
+    write_json_atomic(path, {"steps": steps, "training_minutes": budget_minutes, "seconds_per_step": per_kind})
+    return steps
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -93,6 +141,9 @@ def main(argv):
         else:
             images = sample_images()
         out.mkdir(parents=True, exist_ok=True)
+        if not FLAGS.full and FLAGS.steps is None:
+            preset = sweep.with_overrides(preset, steps=schedule(out, configs, FLAGS.training_minutes))
+            configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, FLAGS.data)
         print(f"training {len(configs)} models ({preset.steps} steps each) into {out / 'runs'}", flush=True)
         rows, summary, failures = sweep.run_sweep(configs, out / "runs", images)
         trained = time.time()

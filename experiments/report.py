@@ -12,8 +12,8 @@ than the anchor at equal quality. Beside each BD-rate is the Bjøntegaard delta 
 dB; `rd.bd_psnr`), the mean quality gain at equal rate over the rates both curves span: it exists also where the
 quality ranges do not overlap. Where a curve has fewer than the four points Bjøntegaard's cubic fit needs
 (three lambdas, say), the piecewise-cubic variant is used and marked "(piecewise)" (`rd.bd_rate_pchip`). A pair
-whose quality ranges do not overlap is reported as n/a with the reason. A curve whose quality does not rise with
-rate keeps its cubic BD-rate, marked "(quality not monotone)".
+whose quality ranges do not overlap is reported as n/a with the reason, and so is a curve whose quality does not
+rise with its rate: a fit through a curve that turns back is not a result.
 """
 import datetime
 import pathlib
@@ -50,24 +50,12 @@ def bd_rate_or_reason(anchor, test):
     """BD-rate in percent (a float) by Bjøntegaard's cubic fit; where a curve has fewer than the four points that
     needs, by piecewise-cubic interpolation (text ending "(piecewise)"); else the reason it cannot be computed.
 
-    A curve whose quality does not rise with its rate (models far from convergence) has no single rate at a given
-    quality. Bjøntegaard's cubic is still defined (it fits log rate to quality by least squares, VCEG-M33), so
-    with four points or more its value is given, marked "(quality not monotone)": it leans on the fit more than
-    usual, and BD-quality (`bd_quality_or_reason`, one quality per rate) is the sounder number there. The
-    piecewise variant interpolates, so it refuses such a curve.
+    A curve whose quality does not rise with its rate (models far from convergence) is refused with that reason:
+    it has no single rate at a given quality, and a cubic fitted through a curve that turns back gives a number
+    (VCEG-M33's least squares is defined for any four points) that measures the fit, not the codecs.
     """
-    short = _single_point(anchor, test)
-    if short:
-        return short
-    for curve, name in ((anchor, "anchor"), (test, "test")):
-        if not rd.quality_rises(curve):
-            try:
-                return f"{rd.bd_rate(anchor, test):+.1f} % (quality not monotone)"
-            except ValueError as error:
-                if "cubic fit needs" in str(error):  # and the piecewise variant needs rising quality
-                    return f"n/a: {name}: quality does not rise with rate, and {error.args[0].split(': ', 1)[1]}"
-                return f"n/a: {error}"
-    return _cubic_or_piecewise(anchor, test, rd.bd_rate, rd.bd_rate_pchip, "{:+.1f} % (piecewise)")
+    return _single_point(anchor, test) or _turns_back(anchor, test) or _cubic_or_piecewise(
+        anchor, test, rd.bd_rate, rd.bd_rate_pchip, "{:+.1f} % (piecewise)")
 
 
 def bd_quality_or_reason(anchor, test):
@@ -75,10 +63,19 @@ def bd_quality_or_reason(anchor, test):
     ("(piecewise)") for curves of fewer than four points, else the reason it cannot be computed.
 
     It averages over the rates both curves span, so it also compares curves whose quality ranges do not overlap
-    (ours at CPU scale against the paper's), and needs no rising quality: every rate has one quality.
+    (ours at CPU scale against the paper's). A curve that turns back is refused as for the BD-rate.
     """
-    return _single_point(anchor, test) or _cubic_or_piecewise(anchor, test, rd.bd_psnr, rd.bd_psnr_pchip,
-                                                              "{:+.2f} dB (piecewise)")
+    return _single_point(anchor, test) or _turns_back(anchor, test) or _cubic_or_piecewise(
+        anchor, test, rd.bd_psnr, rd.bd_psnr_pchip, "{:+.2f} dB (piecewise)")
+
+
+def _turns_back(anchor, test):
+    """The reason a delta is refused when a curve's quality does not rise with its rate, else None."""
+    for curve, name in ((anchor, "anchor"), (test, "test")):
+        if not rd.quality_rises(curve):
+            return f"n/a: the {name}'s quality does not rise with its rate (a fit through a curve that turns back " \
+                   "is not a result)"
+    return None
 
 
 def _cubic_or_piecewise(anchor, test, cubic, piecewise, piecewise_format):

@@ -1,8 +1,10 @@
 """GDN / IGDN against their closed forms, and the convolution alignment of the references."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfhyper import layers
 from tfhyper.layers import GDN, conv, deconv
 
 
@@ -103,3 +105,42 @@ def test_deconv_doubles_size_aligned_with_references(size):
     expected = numpy_conv_transpose(z[0].astype(np.float64), kernel, 2, 2) + bias
     assert out.shape[:2] == (2 * size[0], 2 * size[1])
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_fan_in_uniform_is_pytorchs_default_initialization(transposed):
+    """PyTorch initializes Conv2d / ConvTranspose2d weights with kaiming_uniform_(a=sqrt(5)), i.e. bound
+    gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + a^2)), and biases uniform within 1 / sqrt(fan_in). Its fan-in
+    is weight.size(1) * k^2: in_channels for Conv2d (weight (out, in, k, k)), out_channels for ConvTranspose2d
+    (weight (in, out, k, k))."""
+    import math
+
+    in_channels, out_channels, k = 24, 40, 5
+    keras.utils.set_random_seed(0)
+    if transposed:
+        layer = layers.deconv(out_channels, k, 2, initializer="fan_in_uniform")
+        fan_in = out_channels * k * k
+    else:
+        layer = layers.conv(out_channels, k, 2, in_channels=in_channels, initializer="fan_in_uniform")
+        fan_in = in_channels * k * k
+    layer(np.zeros((1, 16, 16, in_channels), np.float32))
+    kernel, bias = (w.numpy() for w in layer.weights)
+    a = math.sqrt(5.0)
+    kernel_bound = math.sqrt(2.0 / (1.0 + a * a)) * math.sqrt(3.0 / fan_in)
+    assert abs(kernel_bound - 1 / math.sqrt(fan_in)) < 1e-12
+    # Uniform on [-b, b]: within the bound, reaching close to it, variance b^2 / 3.
+    assert np.abs(kernel).max() <= kernel_bound and np.abs(kernel).max() > 0.99 * kernel_bound
+    np.testing.assert_allclose(kernel.var(), kernel_bound**2 / 3, rtol=0.03)
+    assert np.abs(bias).max() <= 1 / math.sqrt(fan_in) and np.abs(bias).max() > 0.5 / math.sqrt(fan_in)
+
+
+def test_glorot_uniform_keeps_keras_defaults():
+    keras.utils.set_random_seed(0)
+    layer = layers.conv(40, 5, 2, in_channels=24, initializer="glorot_uniform")
+    layer(np.zeros((1, 16, 16, 24), np.float32))
+    kernel, bias = (w.numpy() for w in layer.weights)
+    bound = (6 / (25 * 24 + 25 * 40)) ** 0.5
+    assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.99 * bound
+    assert not bias.any()
+    with pytest.raises(ValueError, match="initializer must be one of"):
+        layers.conv(4, 3, initializer="he")

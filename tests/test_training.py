@@ -120,3 +120,44 @@ def test_a_run_started_before_a_setting_existed_resumes_with_its_default(tmp_pat
     assert int(model.optimizer.iterations.numpy()) == 2
     with pytest.raises(ValueError, match="other settings.*learning_rate_decay"):
         train(tiny(steps=2, learning_rate_decay="cosine"), tmp_path, verbose=0)
+
+
+def test_a_run_started_before_a_setting_existed_is_not_resumed_with_a_new_default(tmp_path):
+    """A run recorded before clipping existed trained without it: resuming it with clipping mixes two recipes."""
+    train(tiny(steps=2, clip_norm=None), tmp_path, verbose=0)
+    settings = json.loads((tmp_path / "run.json").read_text())
+    del settings["clip_norm"]
+    (tmp_path / "run.json").write_text(json.dumps(settings))
+    model, _ = train(tiny(steps=2, clip_norm=None), tmp_path, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    with pytest.raises(ValueError, match="other settings.*clip_norm"):
+        train(tiny(steps=2, clip_norm=1.0), tmp_path, verbose=0)
+
+
+@pytest.mark.parametrize("clip_norm", [None, 1.0, 0.25])
+def test_adam_steps_on_the_gradient_clipped_to_the_configured_global_norm(clip_norm):
+    """Adam's first step in Keras' form, var -= lr sqrt(1 - b2) / (1 - b1) m / (sqrt(v) + eps) with m = (1 - b1) g
+    and v = (1 - b2) g^2, computed here on g clipped by hand; a large epsilon makes the step depend on |g|."""
+    from tfhyper.training import build_optimizer
+
+    epsilon, lr, b1, b2 = 10.0, 0.1, 0.9, 0.999
+    optimizer = build_optimizer(RunConfig(learning_rate=lr, adam_epsilon=epsilon, clip_norm=clip_norm))
+    # Two variables: clipping is by the norm of all gradients together, not per variable.
+    gradients = [np.array([3.0, -4.0, 12.0], np.float32), np.array([[84.0]], np.float32)]  # global norm 85
+    variables = [keras.Variable(np.zeros_like(g)) for g in gradients]
+    optimizer.apply_gradients(zip([keras.ops.convert_to_tensor(g) for g in gradients], variables))
+    scale = 1.0 if clip_norm is None else min(1.0, clip_norm / 85.0)
+    for g, variable in zip(gradients, variables):
+        clipped = g.astype(np.float64) * scale
+        m, v = (1 - b1) * clipped, (1 - b2) * clipped**2
+        expected = -lr * np.sqrt(1 - b2) / (1 - b1) * m / (np.sqrt(v) + epsilon)
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5)
+
+
+def test_a_trained_run_uses_the_configured_optimizer_and_initializer(tmp_path):
+    config = tiny(steps=2, clip_norm=0.5, adam_epsilon=1e-8, initializer="fan_in_uniform")
+    model, _ = train(config, tmp_path, verbose=0)
+    restored = __import__("tfhyper").load_model(tmp_path / "checkpoint.keras")
+    for m in (model, restored):
+        assert m.optimizer.global_clipnorm == 0.5 and m.optimizer.epsilon == 1e-8
+        assert m.get_config()["initializer"] == "fan_in_uniform"

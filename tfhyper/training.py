@@ -59,6 +59,15 @@ class RunConfig:
         )
 
 
+# What a run trained with before its run.json recorded these settings (they were added later, some with other
+# defaults): resuming such a run with other values is refused like any other change of settings.
+SETTINGS_BEFORE_THEY_EXISTED = {
+    "learning_rate_decay": "none",
+    "initializer": "glorot_uniform",
+    "adam_epsilon": 1e-7,
+    "clip_norm": None,
+}
+
 LEARNING_RATE_DECAYS = ("none", "cosine")
 
 
@@ -174,8 +183,9 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
     settings = dataclasses.asdict(config)
     run_file = run_dir / "run.json"
     if run_file.exists():
-        # Settings added since a run was started take their defaults, which is what that run trained with.
-        previous = {**dataclasses.asdict(RunConfig()), **json.loads(run_file.read_text())}
+        # Settings added since a run was started take the values that run trained with.
+        stored = json.loads(run_file.read_text())
+        previous = {**dataclasses.asdict(RunConfig()), **SETTINGS_BEFORE_THEY_EXISTED, **stored}
         if previous != settings:
             changed = sorted(k for k in settings if previous.get(k) != settings[k])
             raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); use another directory")
