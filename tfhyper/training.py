@@ -18,10 +18,12 @@ import math
 import os
 import pathlib
 import tempfile
+import warnings
 
 import keras
 
 from tfhyper import paper
+from tfhyper.hardware import precision_warning
 
 
 @dataclasses.dataclass
@@ -197,6 +199,9 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
         progress = json.loads((run_dir / "progress.json").read_text())
         return load_model(final), progress.get("metrics", {})
 
+    slow = precision_warning(config.precision)
+    if slow:
+        warnings.warn(slow, RuntimeWarning, stacklevel=2)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
     try:
