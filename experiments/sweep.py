@@ -75,6 +75,10 @@ class Preset:
     filter_scale: float = 1.0  # N and M of paper.QUALITIES are multiplied by this
     downsample: bool = False
     screen_saturation: bool = False
+    # What the paper leaves unsaid (`tfhyper.paper`, `tfhyper.training.build_optimizer`).
+    initializer: str = paper.INITIALIZER
+    adam_epsilon: float = paper.ADAM_EPSILON
+    clip_norm: float | None = paper.GRADIENT_CLIP_NORM
 
     def crops(self, distortion):
         """(crop size, batch size) for models trained on `distortion`."""
@@ -142,6 +146,7 @@ def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALIT
                     patch_size=patch_size, learning_rate=preset.learning_rate,
                     learning_rate_decay=preset.learning_rate_decay, checkpoint_every=preset.checkpoint_every,
                     downsample=preset.downsample, screen_saturation=preset.screen_saturation,
+                    initializer=preset.initializer, adam_epsilon=preset.adam_epsilon, clip_norm=preset.clip_norm,
                 )  # fmt: skip
     return configs
 
