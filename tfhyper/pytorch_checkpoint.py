@@ -97,7 +97,7 @@ _TENSOR_CLASSES = {("torch", "Tensor"): _TensorClass("Tensor"),
                    ("torch.nn.parameter", "Parameter"): _TensorClass("Parameter")}
 
 
-# -- the allowed globals: each builds numpy arrays from checked arguments ---------------------------------------------
+# -- the allowed globals: each builds numpy arrays from checked arguments ------------------------------------------
 
 
 def _check_int(value, what):
@@ -257,14 +257,18 @@ def _zip_prefix(archive):
     return top_level[0][: -len("data.pkl")]
 
 
-def _read_record(archive, name, limit):
+def _record_info(archive, name, limit):
     try:
         info = archive.getinfo(name)
     except KeyError:
         raise CheckpointError(f"the record {name} is missing") from None
     if info.file_size > limit:
         raise CheckpointError(f"the record {name} declares {info.file_size} bytes, more than allowed ({limit})")
-    return archive.read(info)
+    return info
+
+
+def _read_record(archive, name, limit):
+    return archive.read(_record_info(archive, name, limit))
 
 
 def _read_zip(archive):
@@ -275,14 +279,20 @@ def _read_zip(archive):
         if byteorder not in ("little", "big"):
             raise CheckpointError(f"unknown byte order {byteorder!r}")
     storages = {}
+    budget = [MAX_FILE_BYTES]  # bytes all records may still expand to (a compressed record could be a zip bomb)
 
     def load_storage(pid):
         storage_type, key, numel, _ = _storage_id(pid, 5)
         if key not in storages:
-            raw = _read_record(archive, f"{prefix}data/{key}", MAX_FILE_BYTES)
+            info = _record_info(archive, f"{prefix}data/{key}", budget[0])
             nbytes = numel * storage_type.itemsize
-            if nbytes > len(raw):
-                raise CheckpointError(f"storage {key} declares {nbytes} bytes but its record holds {len(raw)}")
+            if nbytes > info.file_size:
+                raise CheckpointError(f"storage {key} declares {nbytes} bytes but its record holds {info.file_size}")
+            budget[0] -= info.file_size
+            try:
+                raw = archive.read(info)
+            except (zipfile.BadZipFile, EOFError) as error:  # a CRC that does not match, a record cut short
+                raise CheckpointError(f"the record {info.filename} is truncated or corrupted ({error})") from None
             storages[key] = (storage_type, _as_storage(raw[:nbytes], storage_type, byteorder))
         if storages[key][0] is not storage_type:
             raise CheckpointError(f"storage {key} is read as two types")
@@ -360,7 +370,7 @@ def _read_legacy(data):
     return value
 
 
-# -- the public entry point ------------------------------------------------------------------------------------------
+# -- the public entry point ----------------------------------------------------------------------------------------
 
 
 def read_checkpoint(path):
