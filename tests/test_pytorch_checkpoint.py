@@ -34,7 +34,7 @@ def params_of(npz_path):
         return {name[len("param/") :]: archive[name] for name in archive.files if name.startswith("param/")}
 
 
-# -- a writer of PyTorch's formats, protocol 2 opcodes by hand ---------------------------------------------------------
+# -- a writer of PyTorch's formats, protocol 2 opcodes by hand -----------------------------------------------------
 
 STORAGE_NAMES = {"<f4": "FloatStorage", "<f8": "DoubleStorage", "<f2": "HalfStorage", "<i8": "LongStorage",
                  "<i4": "IntStorage", "<i2": "ShortStorage", "|i1": "CharStorage", "|u1": "ByteStorage",
@@ -162,7 +162,7 @@ def sample_arrays():
     }
 
 
-# -- the fixtures written by torch.save ---------------------------------------------------------------------------------
+# -- the fixtures written by torch.save ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("checkpoint, npz", CHECKPOINTS.items())
@@ -184,7 +184,7 @@ def test_hostile_fixture_is_refused_and_runs_nothing(shared_dir, tmp_path):
     assert not (tmp_path / MARKER).exists()
 
 
-# -- files of the writer above ------------------------------------------------------------------------------------------
+# -- files of the writer above -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("writer", WRITERS)
@@ -244,7 +244,7 @@ def test_training_checkpoints_are_unwrapped_by_the_converter(tmp_path, writer):
     np.testing.assert_array_equal(state["g_a.0.bias"], arrays["g_a.0.bias"])
 
 
-# -- refusing what a state dict never holds -----------------------------------------------------------------------------
+# -- refusing what a state dict never holds ------------------------------------------------------------------------
 
 
 def hostile_pickle(module, name, argument):
@@ -313,7 +313,7 @@ def test_legacy_storage_count_must_match_its_declaration(tmp_path):
         read_checkpoint(tmp_path / "bad.pth")
 
 
-# -- truncated, corrupted, or not a checkpoint at all ---------------------------------------------------------------
+# -- truncated, corrupted, or not a checkpoint at all --------------------------------------------------------------
 
 
 def one_line_error(path):

@@ -41,7 +41,9 @@ def _parser():
     commands = parser.add_subparsers(dest="command", required=True)
     compress = commands.add_parser("compress", help="image (PNG, JPEG, ... anything Pillow reads) -> .tfh")
     _add_paths(compress, "an image (grayscale is expanded, alpha dropped) or a folder of images", "OUTPUT.tfh")
-    compress.add_argument("--quality", type=int, help="1..8: the zoo model of this quality (see zoo.choose)")
+    compress.add_argument("--quality", type=int, help="1..8: the bundled hyperprior MSE model of this quality, else "
+                          "CompressAI's (downloaded once); with --model=FAMILY (a zoo name without its quality), that "
+                          "family's model of this quality")
     decompress = commands.add_parser("decompress", help=".tfh -> PNG (the model is found by its fingerprint)")
     _add_paths(decompress, "a .tfh file or a folder of them", "OUTPUT.png")
     info = commands.add_parser("info", help="print the header of a .tfh file (no model needed)")

@@ -414,7 +414,7 @@ def _parser():
         prog="python -m tfhyper convert",
         description="Convert CompressAI bmshj2018-factorized / -hyperprior weights into a tfhyper .keras model.",
     )
-    parser.add_argument("input", help="CompressAI checkpoint (.pth.tar, read without PyTorch) or .npz of its state dict")
+    parser.add_argument("input", help="CompressAI checkpoint (.pth.tar; read without PyTorch) or .npz of a state dict")
     parser.add_argument("output", help="the .keras model file to write")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     return parser

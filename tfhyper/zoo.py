@@ -221,7 +221,7 @@ def status(entry):
     return "downloaded" if checkpoint_path(entry).is_file() else ""
 
 
-# -- downloading -----------------------------------------------------------------------------------------------------
+# -- downloading ---------------------------------------------------------------------------------------------------
 
 
 def _sha256_file(path):
@@ -307,7 +307,7 @@ def fetch(entry, progress=True):
     return path
 
 
-# -- models ------------------------------------------------------------------------------------------------------------
+# -- models --------------------------------------------------------------------------------------------------------
 
 
 def _write_json(path, document):
@@ -373,7 +373,7 @@ def model_name(spec):
     return spec[len(ZOO_PREFIX):] if is_zoo_name(spec) else None
 
 
-# -- which model wrote a file ----------------------------------------------------------------------------------------
+# -- which model wrote a file --------------------------------------------------------------------------------------
 
 
 def _known_fingerprints():
@@ -401,7 +401,7 @@ def find_by_fingerprint(fingerprint):
     return next((path for hex_digest, path in _known_fingerprints() if hex_digest == wanted), None)
 
 
-# -- the listing -------------------------------------------------------------------------------------------------------
+# -- the listing ---------------------------------------------------------------------------------------------------
 
 
 def _megabytes(entry):
@@ -413,8 +413,8 @@ def _megabytes(entry):
 
 def listing():
     """The catalogue as a text table: name, N, M, lambda, weights in MB, where it is, Kodak bpp, PSNR, MS-SSIM."""
-    header = f"{'name':<32} {'N':>4} {'M':>4} {'lambda':>8} {'MB':>6}  {'status':<10} {'bpp':>6} {'PSNR':>6} {'MS-SSIM':>7}"
-    lines = [header]
+    lines = [f"{'name':<32} {'N':>4} {'M':>4} {'lambda':>8} {'MB':>6}  {'status':<10} "
+             f"{'bpp':>6} {'PSNR':>6} {'MS-SSIM':>7}"]
     for entry in catalogue().values():
         kodak = entry.kodak or {}
         numbers = [f"{kodak[key]:>{width}.{digits}f}" if key in kodak else f"{'':>{width}}"
