@@ -12,8 +12,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfhyper", "tfhyper.*"]),
-    # The paper's published Kodak curves (see tfhyper/reference/README.md for their source).
-    package_data={"tfhyper.reference": ["README.md", "kodak/*.csv"]},
+    # The paper's and CompressAI's published Kodak results (tfhyper/reference/README.md gives their sources), and
+    # the models bundled with tfhyper.zoo (tfhyper/zoo_models/README.md).
+    package_data={
+        "tfhyper.reference": ["README.md", "kodak/*.csv", "compressai/*.csv"],
+        "tfhyper": ["zoo_models/README.md", "zoo_models/manifest.json", "zoo_models/*.keras"],
+    },
     install_requires=[
         "tensorflow>=2.20",
         "keras>=3.10",

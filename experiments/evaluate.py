@@ -36,7 +36,7 @@ from absl import app, flags
 from tqdm import tqdm
 
 from experiments import baselines
-from tfhyper import codec, coder, rd
+from tfhyper import codec, coder, rd, zoo
 from tfhyper.imageio import OutputExistsError, atomic_write_bytes
 from tfhyper.losses import ms_ssim_db, ms_ssim_uint8, psnr_uint8
 from tfhyper.models import CompressionModel, IncompatibleModelError, ScaleHyperprior, load_model
@@ -237,11 +237,12 @@ def resolve_images(images_dir=None, kodak_dir=None, cache_dir=None, limit=None, 
 
 
 def load_models(paths):
-    """name -> model for saved `.keras` files (named by file stem) and run directories (named by directory)."""
+    """name -> model for saved `.keras` files (named by file stem), run directories (named by directory) and zoo
+    models `zoo:NAME` (named NAME; downloaded and converted once, see `tfhyper.zoo`)."""
     models = {}
     for given in paths:
-        path = pathlib.Path(given)
-        name = path.name if path.is_dir() else path.stem
+        path = zoo.resolve(given)
+        name = zoo.model_name(given) or (path.name if path.is_dir() else path.stem)
         file = path / MODEL_FILE if path.is_dir() else path
         if not file.is_file():
             if path.is_dir():
@@ -312,7 +313,8 @@ def define_image_flags():
 
 def define_flags():
     """The command line's flags; defined on demand so that importing this module adds none to other programs."""
-    flags.DEFINE_list("models", None, "Models to evaluate: saved .keras files, or run directories holding model.keras.")
+    flags.DEFINE_list("models", None, "Models to evaluate: saved .keras files, run directories holding model.keras, "
+                      "or zoo:NAME (python -m tfhyper zoo lists the names).")
     flags.DEFINE_string("images", None, "Folder of images to evaluate on (default: --kodak).")
     define_image_flags()
     flags.DEFINE_string("output", "results/evaluate.csv", "Per-image CSV; the JSON with settings and aggregates "

@@ -601,8 +601,9 @@ def define_flags():
     flags.DEFINE_list("evaluation", None, "Per-image CSVs of experiments.evaluate or experiments.sweep (the .json "
                                           "beside each is used for model settings when present).")
     flags.DEFINE_string("baselines", None, "Per-image CSV of experiments.baselines.")
-    flags.DEFINE_list("models", None, "Trained models (.keras files or run directories) for figures 2, 6 and the "
-                                      "reconstructions of 12-35; a sweep's run directories, e.g. runs/cpu/*-q*.")
+    flags.DEFINE_list("models", None, "Trained models (.keras files, run directories or zoo:NAME) for figures 2, 6 "
+                                      "and the reconstructions of 12-35; a sweep's run directories, e.g. "
+                                      "runs/cpu/*-q*.")
     flags.DEFINE_string("images", None, "Folder of the images the figures show (e.g. ../shared/data/kodak).")
     flags.DEFINE_string("output_dir", "figures", "Folder for figureN.png and figureN.pdf.")
     flags.DEFINE_list("figures", [*FIGURES, "12-35"], "Figures to draw, from: "

@@ -21,6 +21,9 @@ from tfhyper.layers import GDN
 from tfhyper.models import FactorizedPrior, ScaleHyperprior, load_model
 
 FIXTURES = {"hyperprior": "compressai_hyperprior_n32_m48.npz", "factorized": "compressai_factorized_n32_m48.npz"}
+# The same state dicts as PyTorch writes them: zip format (torch >= 1.6) and legacy format (older zoo files).
+CHECKPOINTS = {"hyperprior": "compressai_hyperprior_n32_m48.pth.tar",
+               "factorized": "compressai_factorized_n32_m48.legacy.pth.tar"}
 RTOL = 1e-4
 BOUNDARY = 1e-4
 LIKELIHOOD_FLOOR = 1e-6
@@ -44,6 +47,23 @@ def fixtures(shared_dir):
 @pytest.fixture(scope="module")
 def converted(fixtures):
     return {kind: convert.from_compressai(params) for kind, (_, params) in fixtures.items()}
+
+
+@pytest.fixture(scope="module")
+def converted_checkpoints(shared_dir):
+    """The .pth.tar fixtures converted with `import torch` failing: they must be read without PyTorch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "torch", None)
+        return {
+            kind: convert.from_compressai(convert.read_state_dict(shared_dir / "fixtures" / name))
+            for kind, name in CHECKPOINTS.items()
+        }
+
+
+@pytest.fixture(params=["npz", "pth"])
+def converted_from(request, converted, converted_checkpoints):
+    """Each conversion test runs on the model converted from the .npz and on the one read from the .pth.tar."""
+    return converted if request.param == "npz" else converted_checkpoints
 
 
 # -- comparisons --------------------------------------------------------------------------------------------
@@ -125,9 +145,9 @@ def test_bottleneck_call_quantizes_with_its_own_medians(fixtures, converted):
     np.testing.assert_array_equal(likelihood.numpy(), expected_likelihood.numpy())
 
 
-def test_hyperprior_reproduces_compressai(fixtures, converted):
+def test_hyperprior_reproduces_compressai(fixtures, converted_from):
     f, params = fixtures["hyperprior"]
-    model = converted["hyperprior"]
+    model = converted_from["hyperprior"]
     # CompressAI quantizes z around its own learned medians, which differ from the exact ones (see convert).
     medians = convert.compressai_medians(params)
     y = model.analysis(f["x"])
@@ -148,9 +168,9 @@ def test_hyperprior_reproduces_compressai(fixtures, converted):
     assert total_bits(y_likelihoods, z_likelihoods) == pytest.approx(expected_bits, rel=1e-3)
 
 
-def test_factorized_reproduces_compressai(fixtures, converted):
+def test_factorized_reproduces_compressai(fixtures, converted_from):
     f, params = fixtures["factorized"]
-    model = converted["factorized"]
+    model = converted_from["factorized"]
     medians = convert.compressai_medians(params)
     y = model.analysis(f["x"])
     assert_close(y, f["y"], "y")
@@ -273,12 +293,25 @@ def test_checkpoints_are_unwrapped():
         convert.state_dict_from_checkpoint({"g_a.0.bias": [1.0, 2.0]})
 
 
-def test_pth_files_without_torch_give_a_clear_error(tmp_path, monkeypatch):
-    path = tmp_path / "bmshj2018-hyperprior-1-7eb97409.pth.tar"
-    path.write_bytes(b"not read")
+def test_pth_files_are_read_without_torch(shared_dir, fixtures, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
-    with pytest.raises(ImportError, match="needs PyTorch"):
-        convert.read_state_dict(path)
+    for kind, name in CHECKPOINTS.items():
+        state = convert.read_state_dict(shared_dir / "fixtures" / name)
+        expected = fixtures[kind][1]
+        assert set(state) == set(expected)
+        for key, value in expected.items():
+            assert state[key].dtype == value.dtype, key
+            np.testing.assert_array_equal(state[key], value, err_msg=key)
+    status, out, err = run_main([shared_dir / "fixtures" / CHECKPOINTS["factorized"], tmp_path / "f.keras"], capsys)
+    assert status == 0 and err == "" and "FactorizedPrior N=32 M=48" in out
+
+
+def test_hostile_checkpoint_is_refused_before_it_runs(shared_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the hostile pickle would write its marker into the current directory
+    status, _, err = run_main([shared_dir / "fixtures" / "hostile_pickle.pth.tar", tmp_path / "h.keras"], capsys)
+    assert status == 1 and err.count("\n") == 1 and "refused" in err and "system" in err, err
+    assert not (tmp_path / "tfhyper-pwned").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def run_main(argv, capsys):

@@ -16,7 +16,10 @@ _LAZY = {
     "decompress": "tfhyper.codec",
 }
 
-__all__ = ["BitstreamError", "TfhyperError", *_LAZY]
+# Submodules reachable as attributes (`tfhyper.zoo.load(...)` after `import tfhyper`).
+_SUBMODULES = ("zoo",)
+
+__all__ = ["BitstreamError", "TfhyperError", *_LAZY, *_SUBMODULES]
 __version__ = "0.1.0"
 
 
@@ -25,4 +28,6 @@ def __getattr__(name):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"tfhyper.{name}")
     raise AttributeError(f"module 'tfhyper' has no attribute {name!r}")

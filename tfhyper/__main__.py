@@ -1,45 +1,64 @@
-"""Command line: python -m tfhyper compress|decompress|info.
+"""Command line: python -m tfhyper compress|decompress|info|convert|zoo.
 
-    python -m tfhyper compress MODEL.keras INPUT.png OUTPUT.tfh [--force]
-    python -m tfhyper decompress MODEL.keras INPUT.tfh OUTPUT.png [--force]
+    python -m tfhyper compress [MODEL] INPUT.png OUTPUT.tfh [--model MODEL] [--quality Q] [--force]
+    python -m tfhyper compress [MODEL] INPUT... --output_dir DIR        (images, or folders of images)
+    python -m tfhyper decompress [MODEL] INPUT.tfh OUTPUT.png [--force]
+    python -m tfhyper decompress [MODEL] INPUT... --output_dir DIR      (.tfh files, or folders of them)
     python -m tfhyper info FILE.tfh
     python -m tfhyper convert COMPRESSAI.pth.tar OUTPUT.keras [--force]
+    python -m tfhyper zoo
 
-Errors are one line on stderr and a non-zero exit status; outputs are written atomically and never
+MODEL is a saved `.keras` file or `zoo:NAME` (`tfhyper.zoo`), given first or with --model. Without one, compress
+uses the default bundled model (--quality Q: the hyperprior MSE model of quality Q, see `zoo.choose`), and
+decompress finds the model that wrote each file by the fingerprint in its header among the bundled and cached zoo
+models. Errors are one line on stderr and a non-zero exit status; outputs are written atomically and never
 overwrite an existing file without --force; inputs are never modified.
 """
 import argparse
 import contextlib
 import os
+import pathlib
 import sys
 import warnings
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+MODEL_HELP = "a model saved with model.save() (.keras) or zoo:NAME (python -m tfhyper zoo lists them)"
+
+
+def _add_paths(command, what, output):
+    command.add_argument("paths", nargs="+", metavar="PATH",
+                         help=f"[MODEL] INPUT {output}, or [MODEL] INPUT... with --output_dir; INPUT: {what}")
+    command.add_argument("--model", help=MODEL_HELP)
+    command.add_argument("--output_dir", help="write one output per input into this folder (created if needed)")
+    command.add_argument("--force", action="store_true", help="overwrite outputs that exist")
 
 
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m tfhyper",
-        description="Compress images with a trained tfhyper model (Ballé et al. 2018) into .tfh files and back.",
+        description="Compress images with a tfhyper model (Ballé et al. 2018) into .tfh files and back.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     compress = commands.add_parser("compress", help="image (PNG, JPEG, ... anything Pillow reads) -> .tfh")
-    compress.add_argument("model", help="a model saved with model.save() (.keras)")
-    compress.add_argument("input", help="image to compress (grayscale is expanded, alpha dropped)")
-    compress.add_argument("output", help="the .tfh file to write")
-    compress.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
-    decompress = commands.add_parser("decompress", help=".tfh -> PNG")
-    decompress.add_argument("model", help="the model that wrote the file (.keras)")
-    decompress.add_argument("input", help="the .tfh file")
-    decompress.add_argument("output", help="the PNG file to write")
-    decompress.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    _add_paths(compress, "an image (grayscale is expanded, alpha dropped) or a folder of images", "OUTPUT.tfh")
+    compress.add_argument("--quality", type=int, help="1..8: the bundled hyperprior MSE model of this quality, else "
+                          "CompressAI's (downloaded once); with --model=FAMILY (a zoo name without its quality), that "
+                          "family's model of this quality")
+    decompress = commands.add_parser("decompress", help=".tfh -> PNG (the model is found by its fingerprint)")
+    _add_paths(decompress, "a .tfh file or a folder of them", "OUTPUT.png")
     info = commands.add_parser("info", help="print the header of a .tfh file (no model needed)")
     info.add_argument("input", help="the .tfh file")
+    commands.add_parser("zoo", help="list the named models (bundled, and CompressAI's, downloaded on first use)")
     commands.add_parser(
         "convert", help="CompressAI bmshj2018 weights (.pth.tar, or .npz) -> tfhyper model (.keras)", add_help=False
     )
     return parser
 
 
-def _load_model(path):
+def _load_model(spec):
+    from tfhyper import zoo
+
+    path = zoo.resolve(spec)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such model file: {path}")
     from tfhyper.models import CompressionModel, IncompatibleModelError, load_model
@@ -97,38 +116,133 @@ def _start_tensorflow():
         tf.constant(0.0) + 1.0  # initializes the devices, which is when CUDA is probed
 
 
+def _is_model(path):
+    return path.startswith("zoo:") or path.endswith(".keras")
+
+
+def _expand(paths, suffixes, what):
+    """Inputs with folders replaced by the files in them (sorted) whose names end in `suffixes`."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(str(p) for p in pathlib.Path(path).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise FileNotFoundError(f"{path} holds no {what}")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def _jobs(args, suffixes, what, output_suffix):
+    """(model argument or None, [(input, output)]) from the positional paths and --output_dir."""
+    paths, model = list(args.paths), args.model
+    if len(paths) > 1 and _is_model(paths[0]):
+        if model is not None:
+            raise ValueError("the model is given twice (as the first path and with --model)")
+        model = paths.pop(0)
+    if args.output_dir is None:
+        if len(paths) != 2:
+            raise ValueError(f"give INPUT and OUTPUT, or several inputs with --output_dir ({len(paths)} paths given)")
+        if os.path.isdir(paths[0]):
+            raise IsADirectoryError(f"{paths[0]} is a directory; give --output_dir to {args.command} the {what} in it")
+        return model, [tuple(paths)]
+    inputs = _expand(paths, suffixes, what)
+    outputs = [os.path.join(args.output_dir, pathlib.Path(p).stem + output_suffix) for p in inputs]
+    for output in set(outputs):
+        if outputs.count(output) > 1:
+            raise ValueError(f"two inputs would both be written to {output}")
+    return model, list(zip(inputs, outputs))
+
+
+def _prepare(jobs, args):
+    """Refuses, before any work, missing inputs and outputs that exist."""
+    for source, output in jobs:
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"no such file: {source}")
+        _check_output(output, args.force)
+    if args.output_dir is not None:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+
+def _each(jobs, verb):
+    """The jobs, with a progress bar on a terminal when there are several."""
+    from tqdm import tqdm
+
+    return tqdm(jobs, desc=verb, unit="file", disable=None if len(jobs) > 1 else True)
+
+
+def _compress(args):
+    from tqdm import tqdm
+
+    from tfhyper import imageio, zoo
+
+    model_spec, jobs = _jobs(args, IMAGE_SUFFIXES, "images", ".tfh")
+    _prepare(jobs, args)
+    _start_tensorflow()
+    model = _load_model(zoo.choose(model_spec, args.quality))
+    from tfhyper.codec import compress
+
+    for source, output in _each(jobs, "compress"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", imageio.ImageWarning)
+            image = imageio.read_image(source)
+        for warning in caught:
+            tqdm.write(f"warning: {warning.message}", file=sys.stderr)
+        data = compress(model, image)
+        imageio.atomic_write_bytes(output, data, force=args.force)
+        bpp = 8 * len(data) / (image.shape[0] * image.shape[1])
+        tqdm.write(f"{source} ({image.shape[1]}x{image.shape[0]}) -> {output}: {len(data)} bytes, {bpp:.4f} bpp")
+
+
+def _writer_of(data, source, model_spec, loaded):
+    """The model that decodes `data`: the one given, else the zoo model whose fingerprint the header carries."""
+    from tfhyper import bitstream, zoo
+
+    if model_spec is None:
+        header, _ = bitstream.unpack(data)
+        path = zoo.find_by_fingerprint(header.fingerprint)
+        if path is None:
+            raise ValueError(f"{source} was written by a model (fingerprint {header.fingerprint.hex()}) that is "
+                             f"neither bundled nor in the zoo cache ({zoo.models_dir()}); give it with --model")
+        model_spec = str(path)
+    if model_spec not in loaded:
+        loaded[model_spec] = _load_model(model_spec)
+    return loaded[model_spec]
+
+
+def _decompress(args):
+    from tqdm import tqdm
+
+    from tfhyper import imageio
+
+    model_spec, jobs = _jobs(args, (".tfh",), ".tfh files", ".png")
+    _prepare(jobs, args)
+    _start_tensorflow()
+    from tfhyper.codec import decompress
+
+    loaded = {}
+    for source, output in _each(jobs, "decompress"):
+        data = _read_bytes(source)
+        image = decompress(_writer_of(data, source, model_spec, loaded), data)
+        imageio.write_png(output, image, force=args.force)
+        tqdm.write(f"{source} -> {output} ({image.shape[1]}x{image.shape[0]})")
+
+
 def run(args):
-    from tfhyper import bitstream, imageio
+    from tfhyper import bitstream, zoo
 
     if args.command == "info":
         data = _read_bytes(args.input)
         header, sections = bitstream.unpack(data)
         print(bitstream.describe(header, sections, len(data)))
-        return
-    _check_output(args.output, args.force)
-    if args.command == "compress":
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", imageio.ImageWarning)
-            image = imageio.read_image(args.input)
-        for warning in caught:
-            print(f"warning: {warning.message}", file=sys.stderr)
-        _start_tensorflow()
-        model = _load_model(args.model)
-        from tfhyper.codec import compress
-
-        data = compress(model, image)
-        imageio.atomic_write_bytes(args.output, data, force=args.force)
-        bpp = 8 * len(data) / (image.shape[0] * image.shape[1])
-        print(f"{args.input} ({image.shape[1]}x{image.shape[0]}) -> {args.output}: {len(data)} bytes, {bpp:.4f} bpp")
+    elif args.command == "zoo":
+        _start_tensorflow()  # model sizes come from the converter, which imports Keras
+        print(zoo.listing())
+    elif args.command == "compress":
+        _compress(args)
     else:
-        data = _read_bytes(args.input)
-        _start_tensorflow()
-        model = _load_model(args.model)
-        from tfhyper.codec import decompress
-
-        image = decompress(model, data)
-        imageio.write_png(args.output, image, force=args.force)
-        print(f"{args.input} -> {args.output} ({image.shape[1]}x{image.shape[0]})")
+        _decompress(args)
 
 
 def main(argv=None):

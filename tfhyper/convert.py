@@ -12,8 +12,8 @@ converts with
 
     python -m tfhyper convert bmshj2018-hyperprior-3-<hash>.pth.tar hyperprior-3.keras
 
-which needs PyTorch only to unpickle the file; `.npz` archives of the same state dict (keys `name` or
-`param/name`) convert without it.
+which reads the file without PyTorch (`tfhyper.pytorch_checkpoint`, an unpickler that builds numpy arrays and
+refuses anything but tensors); `.npz` archives of the same state dict (keys `name` or `param/name`) convert too.
 
 How CompressAI's layout maps onto tfhyper's (the transforms' layer indices are the same on both sides):
 
@@ -47,7 +47,7 @@ import tempfile
 import keras
 import numpy as np
 
-from tfhyper import paper
+from tfhyper import paper, pytorch_checkpoint
 from tfhyper.layers import GDN
 from tfhyper.models import FactorizedPrior, ScaleHyperprior
 
@@ -155,6 +155,12 @@ def _expected_entries(kind, num_filters, latent_filters):
     entries.update(_entropy_bottleneck(n))
     entries.update(_gaussian_conditional())
     return entries
+
+
+def parameter_count(kind, num_filters, latent_filters):
+    """Numbers in a CompressAI bmshj2018 state dict of `kind` with N, M (its required entries): the model's size."""
+    entries = _expected_entries(kind, num_filters, latent_filters)
+    return sum(math.prod(entry.shape) for entry in entries.values() if entry.required)
 
 
 # -- reading and checking a state dict ------------------------------------------------------------------
@@ -286,14 +292,14 @@ def compressai_medians(state_dict):
     return arrays["entropy_bottleneck.quantiles"][:, 0, 1].astype(np.float32)
 
 
-def from_compressai(state_dict, lmbda=None):
+def from_compressai(state_dict, lmbda=None, distortion="mse"):
     """A tfhyper `FactorizedPrior` or `ScaleHyperprior` with the weights of a CompressAI bmshj2018 state dict.
 
     `state_dict` maps CompressAI's key names to arrays (numpy, or anything `np.asarray` accepts). The kind of model
     and N, M are read from the keys and shapes; a key that is unexpected, missing or of the wrong shape raises
-    ValueError naming it. Returns the built model with its integer coding tables, `distortion="mse"` and `lmbda`
-    (default `UNKNOWN_LMBDA`, a NaN placeholder: a state dict does not say which lambda it was trained for; both
-    only matter for training).
+    ValueError naming it. Returns the built model with its integer coding tables, `distortion` and `lmbda`
+    (default `UNKNOWN_LMBDA`, a NaN placeholder: a state dict does not say which lambda or distortion it was trained
+    for; both only matter for training).
     """
     kind, num_filters, latent_filters, arrays = check_state_dict(state_dict)
     cls = ScaleHyperprior if kind == "hyperprior" else FactorizedPrior
@@ -301,7 +307,7 @@ def from_compressai(state_dict, lmbda=None):
         num_filters,
         latent_filters,
         lmbda=UNKNOWN_LMBDA if lmbda is None else lmbda,
-        distortion="mse",
+        distortion=distortion,
         density_filters=COMPRESSAI_DENSITY_FILTERS,
         fixed_medians=True,
     )
@@ -345,22 +351,9 @@ def _to_numpy(key, value):
 
 
 def load_state_dict_file(path):
-    """A CompressAI `.pth.tar` file as {name: numpy array}; needs PyTorch, imported only here."""
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(
-            f"reading {path} needs PyTorch (pip install torch); an .npz of the state dict converts without it"
-        ) from None
-    try:
-        # weights_only: a state dict is tensors and containers; never run code from a downloaded pickle.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
-        if isinstance(error, OSError):
-            raise
-        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0]  # torch's run over many lines
-        raise ValueError(f"{path} is not a PyTorch state dict ({type(error).__name__}: {reason})") from None
-    return state_dict_from_checkpoint(checkpoint)
+    """A CompressAI `.pth.tar` file as {name: numpy array}, read without PyTorch (`pytorch_checkpoint`), so that
+    nothing in a downloaded pickle can run."""
+    return state_dict_from_checkpoint(pytorch_checkpoint.read_checkpoint(path))
 
 
 def load_npz(path):
@@ -399,15 +392,21 @@ def convert_file(input_path, output_path, force=False):
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no such directory: {directory}")
     model = from_compressai(read_state_dict(input_path))
+    save_atomically(model, output_path)
+    return model
+
+
+def save_atomically(model, path):
+    """`model.save(path)` through a temporary file beside it, renamed into place: never a partial `.keras`."""
+    directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(suffix=".keras", prefix=".converting-", dir=directory)
     os.close(fd)
     try:
         model.save(temporary)
-        os.replace(temporary, output_path)
+        os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
-    return model
 
 
 def _parser():
@@ -415,7 +414,7 @@ def _parser():
         prog="python -m tfhyper convert",
         description="Convert CompressAI bmshj2018-factorized / -hyperprior weights into a tfhyper .keras model.",
     )
-    parser.add_argument("input", help="CompressAI checkpoint (.pth.tar; needs PyTorch) or .npz of its state dict")
+    parser.add_argument("input", help="CompressAI checkpoint (.pth.tar; read without PyTorch) or .npz of a state dict")
     parser.add_argument("output", help="the .keras model file to write")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     return parser
