@@ -35,9 +35,8 @@ FLAGS = flags.FLAGS
 # The cpu preset's recipe; its step count is replaced by one that fits the time budget (`steps_within`).
 QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200)
 SCHEDULE_FILE = "schedule.json"
-# fit() costs more per step than the timed train_on_batch (data pipeline, callbacks, checkpoints): measured
-# ... (see WORKSPACE_NOTES.md); the budget is divided by this factor.
-FIT_OVERHEAD = 1.15
+# What the timed steps leave out: a checkpoint every 200 steps and the TensorBoard logs.
+FIT_OVERHEAD = 1.05
 MIN_STEPS = 100
 SAMPLE_SIDE = 256  # synthetic sample images: large enough for MS-SSIM's five scales (161 pixels)
 SAMPLE_COUNT = 4
@@ -88,29 +87,36 @@ def write_sample_files(models_dir, images, out):
     return written
 
 
-def seconds_per_step(config, warmup=2, steps=5):
-    """Median wall-clock seconds of one training step of `config`'s model on this machine (train_on_batch)."""
-    import tensorflow as tf
-
-    from experiments.benchmark import time_training_steps
-    from tfhyper.data import dead_leaves
+def step_timing(config, warmup=3, steps=12):
+    """(seconds per step, seconds of set-up) of `config`'s model trained by `fit` on its own data pipeline on this
+    machine. Set-up is what a run spends besides its steps: building the model and tracing its training step. The
+    crops of synthetic images cost about as much processor time as a small model's step, so a step timed on a
+    batch held in memory would undercount."""
+    from tfhyper.data import make_dataset
     from tfhyper.training import build_model, build_optimizer
 
+    start = time.perf_counter()
     model = build_model(config)
     model.compile(optimizer=build_optimizer(config))
-    rng = np.random.default_rng(0)
-    batch = tf.constant(np.stack([dead_leaves(config.patch_size, rng) for _ in range(config.batch_size)]))
-    return float(np.median(time_training_steps(model, batch, warmup, steps)))
+    dataset = make_dataset(config.data, patch_size=config.patch_size, batch_size=config.batch_size, seed=config.seed)
+    model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0)  # traces the step, fills the pipeline
+    warm = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    per_step = (time.perf_counter() - warm) / steps
+    return per_step, max(0.0, warm - start - warmup * per_step)
 
 
-def steps_within(budget_s, configs):
-    """(steps, {model kind: s/step}): the step count per model that trains all `configs` in about `budget_s`."""
+def steps_within(budget_s, configs, timing=None):
+    """(steps, {model kind: (s/step, s of set-up)}): the step count per model that trains all `configs` in about
+    `budget_s` of wall-clock time, each model's set-up included."""
+    timing = timing or step_timing
     per_kind = {}
     for config in configs.values():
         if config.model not in per_kind:
-            per_kind[config.model] = seconds_per_step(config)
-    per_step_of_all = sum(per_kind[config.model] for config in configs.values()) * FIT_OVERHEAD
-    return max(MIN_STEPS, int(budget_s / per_step_of_all)), per_kind
+            per_kind[config.model] = timing(config)
+    per_step = sum(per_kind[config.model][0] for config in configs.values()) * FIT_OVERHEAD
+    setup = sum(per_kind[config.model][1] for config in configs.values())
+    return max(MIN_STEPS, int((budget_s - setup) / per_step)), per_kind
 
 
 def schedule(out, configs, budget_minutes):

@@ -5,7 +5,9 @@ r"""Train one of the paper's models (section 4.1) with absl flags.
     python -m experiments.train --data=../shared/data/train --num_filters=32 --latent_filters=48 \
         --steps=2000 --checkpoint_every=200 --model_dir=runs/small
 
-Defaults are the paper's: Adam 1e-4, batches of 8 random 256x256 crops, N/M/lambda per quality.
+Defaults are the paper's (Adam 1e-4, batches of 8 random 256x256 crops, N/M/lambda per quality) and, where the
+paper is silent, tfhyper's measured recipe: PyTorch's initialization and gradients clipped to norm 1.0
+(`tfhyper.paper`; --initializer=glorot_uniform --clip_norm=0 is what the authors' implementation does).
 Interrupt it at any time and run the same command again: it resumes from the last checkpoint.
 """
 import sys
@@ -43,7 +45,7 @@ flags.DEFINE_enum("initializer", paper.INITIALIZER, ["glorot_uniform", "fan_in_u
                   "fan_in_uniform (PyTorch's default: kernel and bias uniform within 1/sqrt(fan-in)).")
 flags.DEFINE_float("adam_epsilon", paper.ADAM_EPSILON, "Adam's epsilon.", lower_bound=0.0)
 flags.DEFINE_float("clip_norm", paper.GRADIENT_CLIP_NORM,
-                   "Clip each step's gradients to this global norm (unset: no clipping).", lower_bound=0.0)
+                   "Clip each step's gradients to this global norm (0: no clipping).", lower_bound=0.0)
 flags.DEFINE_string("model_dir", None, "Directory of the run: checkpoints, logs, final model.keras.")
 flags.mark_flag_as_required("model_dir")
 
@@ -71,7 +73,7 @@ def config_from_flags():
         seed=FLAGS.seed,
         initializer=FLAGS.initializer,
         adam_epsilon=FLAGS.adam_epsilon,
-        clip_norm=FLAGS.clip_norm,
+        clip_norm=FLAGS.clip_norm or None,
     )
 
 

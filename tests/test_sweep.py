@@ -43,6 +43,8 @@ def test_the_paper_preset_trains_the_32_models_of_section_4_1(photos):
         q = paper.QUALITIES[quality]
         assert (num_filters, latent_filters, lmbda) == (q.num_filters, q.latent_filters, q.lmbda(config.distortion))
         assert config.downsample and config.screen_saturation
+        # Where the paper is silent, what the authors' implementation does (TensorFlow's defaults, no clipping).
+        assert (config.initializer, config.adam_epsilon, config.clip_norm) == ("glorot_uniform", 1e-7, None)
 
 
 def test_the_cpu_preset_scales_the_filters_and_fits_ms_ssim_crops():
@@ -53,6 +55,8 @@ def test_the_cpu_preset_scales_the_filters_and_fits_ms_ssim_crops():
     assert (configs["hyperprior-ms-ssim-q1"].patch_size, configs["hyperprior-ms-ssim-q1"].batch_size) == (176, 4)
     assert configs["factorized-ms-ssim-q1"].resolved()[2] == paper.QUALITIES[1].lmbda_ms_ssim
     assert {(c.learning_rate, c.learning_rate_decay, c.steps) for c in configs.values()} == {(1e-3, "cosine", 5000)}
+    # The measured recipe (tfhyper.paper): PyTorch's initialization, gradients clipped to norm 1.0.
+    assert {(c.initializer, c.adam_epsilon, c.clip_norm) for c in configs.values()} == {("fan_in_uniform", 1e-7, 1.0)}
     paper_configs = sweep.sweep_configs(sweep.PRESETS["paper"], qualities=[1])
     assert {c.learning_rate_decay for c in paper_configs.values()} == {"none"}  # section 4.1: constant 1e-4
 

@@ -161,3 +161,34 @@ def test_a_trained_run_uses_the_configured_optimizer_and_initializer(tmp_path):
     for m in (model, restored):
         assert m.optimizer.global_clipnorm == 0.5 and m.optimizer.epsilon == 1e-8
         assert m.get_config()["initializer"] == "fan_in_uniform"
+
+
+def test_training_defaults_are_the_measured_recipe():
+    """Section 4.1's values where the paper gives them; PyTorch's initialization and clipping at 1.0 where it is
+    silent (tfhyper.paper has the measurement)."""
+    from tfhyper.training import build_model, build_optimizer
+
+    config = RunConfig()
+    assert (config.learning_rate, config.batch_size, config.patch_size) == (1e-4, 8, 256)
+    assert (config.initializer, config.adam_epsilon, config.clip_norm) == ("fan_in_uniform", 1e-7, 1.0)
+    optimizer = build_optimizer(config)
+    assert optimizer.global_clipnorm == 1.0 and optimizer.epsilon == 1e-7
+    model = build_model(tiny())
+    # Every convolution's bias starts non-zero within 1 / sqrt(fan-in) (Keras' default would be zeros).
+    biases = [w for w in model.weights if w.path.endswith("/bias")]
+    assert len(biases) == 14
+    assert all(np.any(w.numpy() != 0) for w in biases)
+
+
+def test_train_command_can_turn_clipping_off(tmp_path):
+    import importlib
+
+    from absl import flags as absl_flags
+
+    train_cli = importlib.import_module("experiments.train")
+    absl_flags.FLAGS(["train", "--clip_norm=0", f"--model_dir={tmp_path}", "--initializer=glorot_uniform"])
+    try:
+        config = train_cli.config_from_flags()
+    finally:
+        absl_flags.FLAGS.unparse_flags()
+    assert config.clip_norm is None and config.initializer == "glorot_uniform"

@@ -28,7 +28,9 @@ from tfhyper.hardware import precision_warning
 
 @dataclasses.dataclass
 class RunConfig:
-    """Everything that defines a training run; the paper's values are the defaults (section 4.1)."""
+    """Everything that defines a training run. Defaults: the paper's values where section 4.1 gives them (Adam
+    1e-4, batches of 8 random 256x256 crops); where it is silent (initialization, Adam's epsilon, clipping),
+    tfhyper's measured recipe (`tfhyper.paper`)."""
 
     model: str = "hyperprior"  # or "factorized"
     distortion: str = "mse"  # or "ms-ssim"
@@ -107,7 +109,7 @@ def build_optimizer(config):
     does in CompressAI's training recipe, so the direction of a step is kept and only its length bounded.
     """
     return keras.optimizers.Adam(
-        learning_rate_schedule(config), epsilon=config.adam_epsilon, global_clipnorm=config.clip_norm)
+        learning_rate_schedule(config), epsilon=config.adam_epsilon, global_clipnorm=config.clip_norm or None)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
