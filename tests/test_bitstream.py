@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfhyper import bitstream
+from tfhyper import bitstream, varint
 from tfhyper.bitstream import Header, ModelKind, check_fingerprint, describe, expected_latent_hw, pack, unpack
 from tfhyper.errors import BitstreamError
 
@@ -210,6 +210,26 @@ def test_largest_sizes_are_accepted():
 )
 def test_refuses_malformed_varints(raw_height, message):
     refused(craft(dims=(raw_height, 768, 32, 48, 192, 8, 12, 128)), message)
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 16383, 16384, 2**21, 2**28 - 1, 2**28, 2**32 - 1])
+def test_varints_are_minimal_leb128_and_read_back(value):
+    """The one varint implementation (the container's and the coder's) against the independent `leb128`."""
+    data = b"\xaa" + varint.encode(value) + b"\xbb"
+    assert data[1:-1] == leb128(value)
+    assert varint.decode(data, 1, "field") == (value, len(data) - 1)
+
+
+@pytest.mark.parametrize("value", [-1, 2**32, 2**40])
+def test_varint_encoding_refuses_values_outside_32_bits(value):
+    with pytest.raises(BitstreamError, match="does not fit a 32-bit varint"):
+        varint.encode(value)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x80", b"\xff\xff"])
+def test_varint_cut_short_is_a_truncation(data):
+    with pytest.raises(BitstreamError, match="^truncated bitstream: ends inside the field"):
+        varint.decode(data, 0, "field")
 
 
 def test_largest_varint_is_read():

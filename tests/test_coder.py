@@ -399,7 +399,7 @@ def test_encode_rejects_bad_lane_counts(scale_tables, lanes):
 def test_retiring_schedule_only_ever_drops_lanes(costs, lanes_log2):
     """What the decoder relies on: every symbol once, never more lanes than before, retiring at most doubles steps."""
     lanes = 1 << lanes_log2
-    widths = coder._retiring_widths(np.array(costs, np.int64), lanes)
+    widths = coder.lanes.retiring_widths(np.array(costs, np.int64), lanes)
     assert widths.sum() == len(costs)
     assert np.all(widths >= 1) and np.all(widths <= lanes) and np.all(np.diff(widths) <= 0)
     assert widths.size <= 2 * -(-len(costs) // lanes) + lanes
@@ -429,7 +429,7 @@ def test_propagate_carries_matches_integer_addition():
         value = sum(int(d) << (8 * (n - 1 - i)) for i, d in enumerate(digits))
         if value >= 1 << (8 * n):
             continue
-        out = coder._propagate_carries(digits.astype(np.int64))
+        out = coder.encoder.propagate_carries(digits.astype(np.int64))
         assert bytes(out.astype(np.uint8)) == value.to_bytes(n, "big")
 
 
@@ -614,6 +614,21 @@ def test_decoder_header_bounds_and_input_type():
     for _, indexes, tables in SEGMENTS:
         decoder.decode(indexes, tables)
     decoder.finish()
+
+
+@pytest.mark.parametrize(
+    "extended, message",
+    [
+        (b"\x80\x00", "overlong encoding"),  # 15 + 0 in two bytes: the encoder writes one
+        (b"\x81\x80\x00", "overlong encoding"),
+        (b"\xff\xff\xff\xff\x1f", "exceeds 32 bits"),
+        (b"\xf1\xff\xff\x07", "16777216 segments"),  # 2**24, one more than `encode` writes
+    ],
+)
+def test_segment_count_is_a_minimal_varint_within_the_encoders_limit(extended, message):
+    """The header's extended count is read by the container's varint reader, which refuses what no encoder writes."""
+    with pytest.raises(BitstreamError, match=message):
+        coder.Decoder(bytes([0x0F]) + extended + bytes(8))
 
 
 def test_many_segments_use_the_extended_count():

@@ -18,9 +18,10 @@ the codec decides what each section holds) and a CRC-32. Fields, in order:
 | sections           | sum of lengths  | the sections' bytes, in order                                           |
 | checksum           | 4 bytes         | CRC-32 (`zlib.crc32`, little endian) of everything before it            |
 
-Varints are unsigned LEB128: seven bits per byte, least significant group first, the high bit set on every byte but
-the last. They hold values below 2^32 in at most 5 bytes, and overlong encodings (a multi-byte varint ending in a zero
-group) are refused, so each header has exactly one encoding. Sizes are stored minus one, as WebP and AV1 do, because
+Varints are unsigned LEB128 (`tfhyper.varint`, shared with the coder's stream header): seven bits per byte, least
+significant group first, the high bit set on every byte but the last. They hold values below 2^32 in at most 5 bytes,
+and overlong encodings (a multi-byte varint ending in a zero group) are refused, so each header has exactly one
+encoding. Sizes are stored minus one, as WebP and AV1 do, because
 zero is never valid and 128 (a common channel count) then fits one byte.
 
 A typical Kodak file (768 x 512, scale hyperprior with N = 128, M = 192, y of 4,600 bytes, z of 300 bytes) spends
@@ -35,6 +36,7 @@ import enum
 import operator
 import zlib
 
+from tfhyper import varint
 from tfhyper.errors import BitstreamError
 
 MAGIC = b"TFH"
@@ -45,8 +47,6 @@ MAX_SIDE = 65535
 MAX_PIXELS = 2**28
 MAX_CHANNELS = 4096
 MAX_SECTIONS = 8
-VARINT_MAX_BYTES = 5
-VARINT_LIMIT = 2**32
 # Magic, version, kind, fingerprint, five one-byte sizes (image and y), a count, one length and the checksum.
 MIN_FILE_BYTES = len(MAGIC) + 2 + FINGERPRINT_BYTES + 5 + 2 + CHECKSUM_BYTES
 
@@ -103,9 +103,9 @@ def pack(header, sections):
     sections = [_as_bytes_view(s, "section") for s in _section_list(sections)]
     sizes = [header.height, header.width, *header.y_shape, *(header.z_shape or ())]
     parts = [MAGIC, bytes([VERSION, header.kind]), header.fingerprint]
-    parts += [_encode_varint(size - 1) for size in sizes]
-    parts.append(_encode_varint(len(sections)))
-    parts += [_encode_varint(len(s)) for s in sections]
+    parts += [varint.encode(size - 1) for size in sizes]
+    parts.append(varint.encode(len(sections)))
+    parts += [varint.encode(len(s)) for s in sections]
     body = b"".join(parts + sections)
     return body + zlib.crc32(body).to_bytes(CHECKSUM_BYTES, "little")
 
@@ -197,17 +197,8 @@ class _Reader:
         return self.take(1, field)[0]
 
     def varint(self, field):
-        value = 0
-        for index in range(VARINT_MAX_BYTES):
-            byte = self.byte(field)
-            value |= (byte & 0x7F) << (7 * index)
-            if byte < 0x80:
-                if byte == 0 and index > 0:
-                    raise BitstreamError(f"malformed varint in the {field}: overlong encoding")
-                if value >= VARINT_LIMIT:
-                    break
-                return value
-        raise BitstreamError(f"malformed varint in the {field}: exceeds 32 bits")
+        value, self.position = varint.decode(self.view, self.position, field)
+        return value
 
     def size(self, field, limit):
         """A size stored minus one; bounded here so that no later step sees a huge number."""
@@ -253,17 +244,6 @@ def _split_sections(view, start, lengths):
         sections.append(bytes(view[start : start + length]))
         start += length
     return sections
-
-
-def _encode_varint(value):
-    if not 0 <= value < VARINT_LIMIT:
-        raise BitstreamError(f"{value} does not fit a 32-bit varint")
-    out = bytearray()
-    while value >= 0x80:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _as_bytes_view(data, what):
