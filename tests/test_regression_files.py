@@ -50,9 +50,16 @@ def models():
 
 @pytest.mark.parametrize("model_name, image_name", FILES)
 def test_file_decodes_to_the_committed_pixels(models, model_name, image_name):
+    """The symbols decode exactly (test_file_symbols_are_those_the_model_codes); the pixels then pass through g_s in
+    floating point, whose last bits depend on the CPU's kernels (oneDNN on AVX2 or AVX-512), so a value within a
+    rounding error of k + 1/2 may round to the neighbouring 8-bit level on another machine: at most one level, on
+    a handful of the 11,520 or 5,883 values. Written and checked on one machine, they are identical."""
     data = (FIXTURES / f"{model_name}-{image_name}.tfh").read_bytes()
-    expected = read_image(FIXTURES / f"{model_name}-{image_name}.decoded.png")
-    np.testing.assert_array_equal(tfhyper.decompress(models[model_name], data), expected)
+    expected = read_image(FIXTURES / f"{model_name}-{image_name}.decoded.png").astype(np.int16)
+    decoded = tfhyper.decompress(models[model_name], data).astype(np.int16)
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded - expected).max() <= 1
+    assert np.count_nonzero(decoded != expected) <= 5
 
 
 @pytest.mark.parametrize("model_name, image_name", FILES)
