@@ -26,6 +26,7 @@ import pathlib
 import sys
 import time
 
+import keras
 import numpy as np
 from absl import app, flags
 
@@ -87,11 +88,24 @@ def write_sample_files(models_dir, images, out):
     return written
 
 
-def step_timing(config, warmup=3, steps=12):
+class BatchClock(keras.callbacks.Callback):
+    """Records the time at the end of every training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+
+
+def step_timing(config, warmup=10, timed=30):
     """(seconds per step, seconds of set-up) of `config`'s model trained by `fit` on its own data pipeline on this
-    machine. Set-up is what a run spends besides its steps: building the model and tracing its training step. The
-    crops of synthetic images cost about as much processor time as a small model's step, so a step timed on a
-    batch held in memory would undercount."""
+    machine. Set-up is what a run spends besides its steps: building the model and tracing its training step.
+
+    The steps are timed inside one `fit`, after `warmup` steps that let the pipeline reach its steady pace (timing
+    whole short `fit` calls would count each call's new iterator). The crops of synthetic images cost about as much
+    processor time as a small model's step, so a step timed on a batch held in memory would undercount."""
     from tfhyper.data import make_dataset
     from tfhyper.training import build_model, build_optimizer
 
@@ -99,11 +113,10 @@ def step_timing(config, warmup=3, steps=12):
     model = build_model(config)
     model.compile(optimizer=build_optimizer(config))
     dataset = make_dataset(config.data, patch_size=config.patch_size, batch_size=config.batch_size, seed=config.seed)
-    model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0)  # traces the step, fills the pipeline
-    warm = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-    per_step = (time.perf_counter() - warm) / steps
-    return per_step, max(0.0, warm - start - warmup * per_step)
+    clock = BatchClock()
+    model.fit(dataset, steps_per_epoch=warmup + timed, epochs=1, verbose=0, callbacks=[clock])
+    per_step = (clock.times[-1] - clock.times[warmup - 1]) / timed
+    return per_step, max(0.0, clock.times[0] - start - per_step)
 
 
 def steps_within(budget_s, configs, timing=None):
