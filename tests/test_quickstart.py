@@ -48,7 +48,7 @@ def test_quickstart_bad_images_folder_is_one_line(tmp_path):
 
 def test_the_step_count_fits_the_budget_and_is_kept_for_a_rerun(tmp_path, monkeypatch):
     """Two priors timed at 0.2 and 0.1 s per step with 10 and 5 s of set-up; 2 models of each in 150 s leave
-    150 - 30 = 120 s for 2 * (0.2 + 0.1) * 1.05 = 0.63 s per step of all four: 190 steps each."""
+    150 - 30 = 120 s for 2 * (0.2 + 0.1) * 1.25 = 0.75 s per step of all four: 160 steps each."""
     from experiments import quickstart, sweep
 
     configs = sweep.sweep_configs(quickstart.QUICK, sweep.KINDS, ("mse",), [1, 2])
@@ -58,11 +58,11 @@ def test_the_step_count_fits_the_budget_and_is_kept_for_a_rerun(tmp_path, monkey
         timed.append(config.model)
         return {"hyperprior": (0.2, 10.0), "factorized": (0.1, 5.0)}[config.model]
 
-    assert quickstart.steps_within(150.0, configs, timing)[0] == 190
+    assert quickstart.steps_within(150.0, configs, timing)[0] == 160
     assert sorted(timed) == ["factorized", "hyperprior"]  # each prior timed once
     monkeypatch.setattr(quickstart, "step_timing", timing)
-    assert quickstart.schedule(tmp_path, configs, 2.5) == 190
+    assert quickstart.schedule(tmp_path, configs, 2.5) == 160
     timed.clear()
-    assert quickstart.schedule(tmp_path, configs, 2.5) == 190 and not timed  # a rerun keeps the count, untimed
+    assert quickstart.schedule(tmp_path, configs, 2.5) == 160 and not timed  # a rerun keeps the count, untimed
     # A budget too small for any training still trains the minimum.
     assert quickstart.steps_within(1.0, configs, timing)[0] == quickstart.MIN_STEPS
