@@ -50,9 +50,11 @@ def main(argv):
 
     from tfhyper.hardware import native_bfloat16, precision_warning
 
-    if precision_warning(FLAGS.precision):
-        print(f"warning: {precision_warning(FLAGS.precision)}")
-    print(f"bfloat16 here: {'native' if native_bfloat16()[0] else 'emulated'} ({native_bfloat16()[1]})")
+    warning = precision_warning(FLAGS.precision)
+    if warning:
+        print(f"warning: {warning}")
+    native, reason = native_bfloat16()
+    print(f"bfloat16 here: {'native' if native else 'emulated'} ({reason})")
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     cls = tfhyper.ScaleHyperprior if FLAGS.model == "hyperprior" else tfhyper.FactorizedPrior
     model = cls(FLAGS.num_filters, FLAGS.latent_filters, lmbda=paper.QUALITIES[3].lmbda_mse)

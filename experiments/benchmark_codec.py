@@ -12,10 +12,11 @@ and prints the overheads between them, then the median compress / decompress sec
 A program that prints figures, not a test: wall-clock times depend on the machine and its load.
 """
 import pathlib
-import time
 
 import numpy as np
 from absl import app, flags
+
+from experiments.timing import median_seconds
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A saved model (.keras); default: a fresh ScaleHyperprior N=128, M=192.")
@@ -68,16 +69,6 @@ def measure(model, image):
         "file": 8 * len(data),
         "data": data,
     }
-
-
-def median_seconds(function, repeats):
-    function()  # warm-up: traces the graphs, touches the allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main(argv):

@@ -9,11 +9,10 @@ against steps fed by the pipeline: the difference is the share of a step spent w
 
 A program that prints figures, not a test: wall-clock time depends on the machine and its load.
 """
-import time
-
 import numpy as np
 from absl import app, flags
 
+from experiments.timing import median_seconds
 from tfhyper import paper
 
 FLAGS = flags.FLAGS
@@ -26,17 +25,6 @@ flags.DEFINE_enum("model", "hyperprior", ["hyperprior", "factorized"], "Model tr
 flags.DEFINE_integer("num_filters", 128, "N of figure 4.")
 flags.DEFINE_integer("latent_filters", 192, "M of figure 4.")
 flags.DEFINE_integer("steps", 10, "Training steps per timed pass in the waiting-share measurement (0: skip it).")
-
-
-def median_seconds(work, repeats):
-    """Median wall-clock seconds of `work()` over `repeats` runs, after one untimed run (graph tracing)."""
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main(argv):
