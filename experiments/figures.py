@@ -414,7 +414,8 @@ def fit_density(samples, filters=(3, 3, 3), steps=300, seed=0):
     v = tf.constant(np.asarray(samples, np.float32).reshape(1, 1, -1, 1))
     optimizer = keras.optimizers.Adam(0.05)
 
-    @tf.function
+    # Eager on purpose: as a tf.function, this step (a tape around the pdf's own tape) crashed TensorFlow 2.21's
+    # runtime now and then (a segmentation fault or an abort in 2 of 4 test runs, WORKSPACE_NOTES.md).
     def step():
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(tf.math.log(layer.pdf(v) + 1e-9))
