@@ -10,10 +10,13 @@ import time
 import numpy as np
 from absl import app, flags
 
+from tfhyper.models import MODELS
+
 from tfhyper import paper
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "hyperprior", ["hyperprior", "factorized"], "Which model to time.")
+flags.DEFINE_enum("model", "hyperprior", list(MODELS), "Model kind (tfhyper.models.MODELS): " + ", ".join(
+    f"{kind} ({cls.TITLE})" for kind, cls in MODELS.items()) + ".")
 flags.DEFINE_integer("num_filters", 128, "N of figure 4.")
 flags.DEFINE_integer("latent_filters", 192, "M of figure 4.")
 flags.DEFINE_integer("batch_size", paper.BATCH_SIZE, "Crops per step (paper: 8).")
@@ -45,8 +48,8 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    import tfhyper
     from tfhyper.data import dead_leaves
+    from tfhyper.models import model_class
 
     from tfhyper.hardware import native_bfloat16, precision_warning
 
@@ -56,7 +59,7 @@ def main(argv):
     native, reason = native_bfloat16()
     print(f"bfloat16 here: {'native' if native else 'emulated'} ({reason})")
     keras.mixed_precision.set_global_policy(FLAGS.precision)
-    cls = tfhyper.ScaleHyperprior if FLAGS.model == "hyperprior" else tfhyper.FactorizedPrior
+    cls = model_class(FLAGS.model)
     model = cls(FLAGS.num_filters, FLAGS.latent_filters, lmbda=paper.QUALITIES[3].lmbda_mse)
     model.compile(optimizer=keras.optimizers.Adam(paper.LEARNING_RATE))
     rng = np.random.default_rng(0)

@@ -54,11 +54,11 @@ def measure(model, image):
     from tfhyper import codec, coder
 
     tables = model.coding_tables
-    latents, segments = codec.symbols_and_indexes(model, image)
-    coded = sum(coder.estimate_bits(*segment) for segment in segments)
+    latents, symbols, segments = codec.symbols_and_segments(model, image)
+    coded = sum(coder.estimate_bits(*triple) for triple in codec.coder_input(symbols, segments))
     float_indexes, sigma = float_path_indexes(model, latents, tables)
-    with_float_indexes = coder.estimate_bits(segments[0][0], segments[0][1], tables["z"]) + coder.estimate_bits(
-        segments[1][0], float_indexes, tables["y"]
+    with_float_indexes = coder.estimate_bits(symbols["z"], segments["z"].indexes, tables["z"]) + coder.estimate_bits(
+        symbols["y"], float_indexes, tables["y"]
     )
     data = codec.compress(model, image)
     return {

@@ -39,7 +39,7 @@ from experiments import baselines
 from tfhyper import codec, coder, rd, zoo
 from tfhyper.imageio import OutputExistsError, atomic_write_bytes
 from tfhyper.losses import ms_ssim_db, ms_ssim_uint8, psnr_uint8
-from tfhyper.models import CompressionModel, IncompatibleModelError, ScaleHyperprior, load_model
+from tfhyper.models import CompressionModel, IncompatibleModelError, load_model
 
 COLUMNS = ("model", "image", "height", "width", "bytes", "bpp", "bpp_y", "bpp_z", "bpp_estimated", "psnr", "ms_ssim",
            "ms_ssim_db", "encode_s", "decode_s")
@@ -84,15 +84,13 @@ DOWNLOAD_TIMEOUT_S = 60
 def latent_bits(model, image):
     """Ideal code lengths in bits of the symbols `compress` codes, {"y": .., "z": ..}, under the model's tables.
 
-    The segments are those of `codec.symbols_and_indexes`, which codes z (side information) before y for the
-    scale hyperprior; the factorized prior codes y alone, so its z costs nothing.
+    The segments are those of `codec.symbols_and_segments`, named by latent; a model without side information
+    codes y alone, so its z costs nothing.
     """
-    latents, segments = codec.symbols_and_indexes(model, image)
-    names = ("z", "y") if isinstance(model, ScaleHyperprior) else ("y",)
+    _, symbols, segments = codec.symbols_and_segments(model, image)
     bits = {"z": 0.0}
-    for name, (symbols, indexes, tables) in zip(names, segments, strict=True):
-        assert symbols.shape == latents[name].shape, f"segment order changed: {name} has shape {symbols.shape}"
-        bits[name] = coder.estimate_bits(symbols, indexes, tables)
+    for name, segment in segments.items():
+        bits[name] = coder.estimate_bits(symbols[name], segment.indexes, segment.tables)
     return bits
 
 
@@ -131,7 +129,7 @@ def measure(model, image):
 def evaluate_models(models, images, progress=True):
     """Per-image rows (dicts with keys COLUMNS) of every model on every image, in model, image order.
 
-    models: mapping name -> FactorizedPrior or ScaleHyperprior (with coding tables, e.g. from `load_model`).
+    models: mapping name -> tfhyper model (any kind of `tfhyper.models.MODELS`, with coding tables, e.g. from `load_model`).
     images: mapping name -> uint8 array (H, W, 3), each side at least MS_SSIM_MIN_SIDE (161) pixels.
     """
     if not models:

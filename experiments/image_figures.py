@@ -25,10 +25,10 @@ PER_IMAGE_FIRST = 12  # Figure 12 is kodim01 (appendix 6.5)
 KODAK_IMAGES = 24
 
 
-def models_of(models, cls, distortion):
-    """(name, model) of the given class and distortion, by increasing lambda (i.e. rate)."""
+def models_of(models, kind, distortion):
+    """(name, model) of the given kind (`tfhyper.models.MODELS`) and distortion, by increasing lambda (i.e. rate)."""
     chosen = [(name, model) for name, model in models.items()
-              if type(model).__name__ == cls and model.distortion == distortion]
+              if model.KIND == kind and model.distortion == distortion]
     return sorted(chosen, key=lambda item: item[1].lmbda)
 
 
@@ -57,8 +57,8 @@ def _mosaic(latent, channels):
 
 def figure2(models, image, name="image"):
     """Figure 2: the image, y_hat of the factorized prior, y / sigma_hat of the hyperprior (equal lambda if any)."""
-    factorized = models_of(models, "FactorizedPrior", "mse")
-    hyperprior = models_of(models, "ScaleHyperprior", "mse")
+    factorized = models_of(models, "factorized", "mse")
+    hyperprior = models_of(models, "hyperprior", "mse")
     if not factorized or not hyperprior:
         raise MissingInput("figure 2 needs a factorized-prior and a hyperprior MSE model (--models)")
     # The highest-rate pair: most non-zero responses, so the structure is easiest to see.
@@ -94,8 +94,8 @@ def figure6(models, image, crop, name="image"):
 
     crop: (top, left, height, width) of the region shown; captions describe the whole image.
     """
-    ms_ssim = models_of(models, "ScaleHyperprior", "ms-ssim")
-    mse = models_of(models, "ScaleHyperprior", "mse")
+    ms_ssim = models_of(models, "hyperprior", "ms-ssim")
+    mse = models_of(models, "hyperprior", "mse")
     if not ms_ssim or not mse:
         raise MissingInput("figure 6 needs hyperprior models trained for MS-SSIM and for MSE (--models)")
     # The lowest-rate MS-SSIM model and the MSE model closest to its rate on this image.
@@ -137,7 +137,7 @@ def per_image_figure(name, image, evaluation_rows=None, baseline_rows=None, sett
     """Figures 12-35: one image's RD curves (PSNR, MS-SSIM in dB) and its reconstructions at one rate point."""
     own = [row for row in evaluation_rows or () if row["image"] == name]
     codecs = [row for row in baseline_rows or () if row["image"] == name]
-    chosen = [at_point(models_of(models or {}, "ScaleHyperprior", d), point) for d in ("mse", "ms-ssim")]
+    chosen = [at_point(models_of(models or {}, "hyperprior", d), point) for d in ("mse", "ms-ssim")]
     chosen = [item for item in chosen if item]
     if not own and not codecs and not chosen:
         raise MissingInput(f"no results or models for {name}")

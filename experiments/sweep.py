@@ -56,9 +56,9 @@ from experiments import evaluate
 from tfhyper import paper
 from tfhyper.imageio import atomic_write_bytes
 from tfhyper.losses import MS_SSIM_MIN_SIDE
-from tfhyper.models import DISTORTIONS
+from tfhyper.models import DISTORTIONS, MODELS
 
-KINDS = ("hyperprior", "factorized")
+KINDS = ("hyperprior", "factorized")  # the paper's two (section 4.1's 32 models); any kind of MODELS may be chosen
 QUALITIES = tuple(paper.QUALITIES)
 EVALUATION_FILE = "evaluation.json"
 RESULTS_FILE = "results.csv"
@@ -134,7 +134,7 @@ def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALIT
     """name -> `tfhyper.training.RunConfig` of each selected model, in kind, distortion, quality order."""
     from tfhyper.training import RunConfig
 
-    _check_choice("model", kinds, KINDS)
+    _check_choice("model", kinds, tuple(MODELS))
     _check_choice("distortion", distortions, DISTORTIONS)
     _check_choice("quality", qualities, QUALITIES)
     configs = {}
@@ -223,7 +223,8 @@ def define_flags():
     """The command line's flags; defined on demand so that importing this module adds none to other programs."""
     flags.DEFINE_enum("preset", None, list(PRESETS), "Training schedule: paper (section 4.1, for a GPU), cpu "
                       "(all 32 models in hours on 2 cores), test (seconds; checks the machinery).")
-    flags.DEFINE_list("models", list(KINDS), "Model families: hyperprior (scale hyperprior), factorized (prior).")
+    flags.DEFINE_list("models", list(KINDS), "Model kinds, default the paper's two; any of " + ", ".join(
+        f"{kind} ({cls.TITLE})" for kind, cls in MODELS.items()) + ".")
     flags.DEFINE_list("distortions", list(DISTORTIONS), "Distortions D of eq. 10: mse, ms-ssim.")
     flags.DEFINE_list("qualities", [str(q) for q in QUALITIES], "The paper's rate points 1..8 (N, M and lambda).")
     flags.DEFINE_string("data", None, "Training images: a folder, a glob, or tfds:NAME[:split]. "

@@ -14,10 +14,13 @@ import sys
 
 from absl import app, flags
 
+from tfhyper.models import MODELS
+
 from tfhyper import paper
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "hyperprior", ["hyperprior", "factorized"], "Scale hyperprior or factorized prior.")
+flags.DEFINE_enum("model", "hyperprior", list(MODELS), "Model kind (tfhyper.models.MODELS): " + ", ".join(
+    f"{kind} ({cls.TITLE})" for kind, cls in MODELS.items()) + ".")
 flags.DEFINE_enum("distortion", "mse", ["mse", "ms-ssim"], "D of eq. 10: MSE on the 0..255 scale, or 1 - MS-SSIM.")
 flags.DEFINE_integer("quality", 3, "The paper's rate point 1..8; sets N, M and lambda.", lower_bound=1, upper_bound=8)
 flags.DEFINE_float("lmbda", None, "Rate-distortion trade-off; overrides the quality's lambda.")

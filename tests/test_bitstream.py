@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfhyper import bitstream, varint
-from tfhyper.bitstream import Header, ModelKind, check_fingerprint, describe, expected_latent_hw, pack, unpack
+from tfhyper.bitstream import (
+    Header,
+    ModelKind,
+    check_fingerprint,
+    describe,
+    expected_latent_hw,
+    pack,
+    register_kind,
+    unpack,
+)
 from tfhyper.errors import BitstreamError
 
 FINGERPRINT = bytes.fromhex("deadbeef")
@@ -169,7 +178,20 @@ def test_refuses_other_versions_naming_both():
 
 
 def test_refuses_unknown_model_kind():
-    refused(craft(kind=2), "unknown model kind 2 (expected 0 = factorized prior, 1 = scale hyperprior)")
+    refused(craft(kind=9), "unknown model kind 9 (expected 0 = factorized prior, 1 = scale hyperprior")
+
+
+def test_registered_kinds_are_read_with_their_side_information():
+    """A kind a model class registers (the mean-scale hyperprior is 2) round-trips with its z shape; a kind without
+    side information refuses a z shape; registering a taken byte with another layout is refused."""
+    register_kind(2, "mean-scale hyperprior", side_information=True)
+    header = Header(2, FINGERPRINT, 512, 768, (32, 48, 192), (8, 12, 128))
+    parsed, _ = unpack(pack(header, [b"yz"]))
+    assert parsed.kind == 2 and parsed.z_shape == (8, 12, 128)
+    with pytest.raises(BitstreamError, match="has no z"):
+        Header(ModelKind.FACTORIZED_PRIOR, FINGERPRINT, 512, 768, (32, 48, 192), (8, 12, 128))
+    with pytest.raises(ValueError, match="registered already"):
+        register_kind(1, "something else", side_information=False)
 
 
 @pytest.mark.parametrize(
@@ -291,7 +313,7 @@ def test_check_fingerprint():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        (dict(kind=2), "unknown model kind 2"),
+        (dict(kind=9), "unknown model kind 9"),
         (dict(kind=1.0), "model kind must be an integer, not float"),
         (dict(fingerprint=b"abc"), "fingerprint must be 4 bytes, got 3"),
         (dict(fingerprint="abcd"), "fingerprint must be bytes, not str"),

@@ -382,7 +382,7 @@ def test_converted_models_compress_through_tfhyper_coder(fixtures, converted, ki
     model = converted[kind]
     image = np.round(arrays["x"][0] * 255).astype(np.uint8)
     data = codec.compress(model, image)
-    _, symbols = codec.decode_symbols(model, data)
+    _, symbols, _ = codec.decode_symbols(model, data)
     # Round trip exact: the decoded symbols are the fixture's own rounded latents.
     medians = convert.compressai_medians(fixtures[kind][1])
     if kind == "hyperprior":

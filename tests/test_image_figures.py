@@ -36,7 +36,7 @@ def models(model_dir):
 
 
 def test_models_are_chosen_by_class_distortion_and_rate(models):
-    chosen = image_figures.models_of(models, "ScaleHyperprior", "mse")
+    chosen = image_figures.models_of(models, "hyperprior", "mse")
     assert [name for name, _ in chosen] == ["hyperprior-mse-q1", "hyperprior-mse-q4"]
     assert image_figures.at_point(chosen, 3)[0] == "hyperprior-mse-q4"  # fewer points than asked: the last
     assert image_figures.at_point(chosen, 1)[0] == "hyperprior-mse-q1"

@@ -7,12 +7,12 @@ the codec decides what each section holds) and a CRC-32. Fields, in order:
 | ------------------ | --------------- | ----------------------------------------------------------------------- |
 | magic              | 3 bytes         | `TFH`                                                                   |
 | format version     | 1 byte          | `1`; files of any other version are refused                             |
-| model kind         | 1 byte          | `0` factorized prior, `1` scale hyperprior                              |
+| model kind         | 1 byte          | the model class's `FILE_KIND`: `0` factorized, `1` scale hyperprior, ... |
 | model fingerprint  | 4 bytes         | identifies the model that wrote the file; decoding checks it            |
 | image height       | varint          | stored minus one; 1..65535                                              |
 | image width        | varint          | stored minus one; 1..65535, and height * width <= 2^28                  |
 | y shape h, w, c    | 3 varints       | stored minus one; h, w in 1..65535, c in 1..4096                        |
-| z shape h, w, c    | 3 varints       | scale hyperprior only; stored and bounded like y                        |
+| z shape h, w, c    | 3 varints       | kinds with side information only; stored and bounded like y             |
 | section count      | varint          | 1..8                                                                    |
 | section lengths    | 1 varint each   | bytes in each section                                                   |
 | sections           | sum of lengths  | the sections' bytes, in order                                           |
@@ -52,13 +52,30 @@ MIN_FILE_BYTES = len(MAGIC) + 2 + FINGERPRINT_BYTES + 5 + 2 + CHECKSUM_BYTES
 
 
 class ModelKind(enum.IntEnum):
-    """Which prior the file's y is coded with (paper section 3 vs. section 4)."""
+    """The paper's two kinds (section 3 vs. section 4); further kinds are registered by their model classes."""
 
     FACTORIZED_PRIOR = 0
     SCALE_HYPERPRIOR = 1
 
 
-_KIND_NAMES = {ModelKind.FACTORIZED_PRIOR: "factorized prior", ModelKind.SCALE_HYPERPRIOR: "scale hyperprior"}
+# kind byte -> (title, whether the header carries z's shape); `register_kind` adds the kinds of new models.
+_KINDS = {ModelKind.FACTORIZED_PRIOR: ("factorized prior", False), ModelKind.SCALE_HYPERPRIOR: ("scale hyperprior", True)}
+
+
+def register_kind(value, title, side_information):
+    """Makes kind byte `value` known to `unpack`: its title and whether its files carry side information z."""
+    value = int(value)
+    if not 0 <= value <= 255:
+        raise ValueError(f"a model kind is one byte, got {value}")
+    known = _KINDS.get(value)
+    if known is not None and known[1] != bool(side_information):
+        raise ValueError(f"model kind {value} is registered already as {known[0]!r}")
+    if known is None:
+        _KINDS[value] = (title, bool(side_information))
+
+
+def has_side_information(kind):
+    return _KINDS[kind][1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +83,7 @@ class Header:
     """What a decoder must know before reading the payload; construction validates every bound.
 
     `y_shape` and `z_shape` are (height, width, channels) of the quantized latents y_hat and z_hat; `z_shape` is
-    present exactly for the scale hyperprior.
+    present exactly for kinds with side information (the hyperpriors).
     """
 
     kind: ModelKind
@@ -88,12 +105,12 @@ class Header:
                 f"image of {self.height} x {self.width} pixels exceeds the limit of {MAX_PIXELS} pixels"
             )
         set_field(self, "y_shape", _latent_shape("y", self.y_shape))
-        if kind == ModelKind.SCALE_HYPERPRIOR:
+        if has_side_information(kind):
             if self.z_shape is None:
-                raise BitstreamError("a scale hyperprior header needs the shape of z")
+                raise BitstreamError(f"a {_KINDS[kind][0]} header needs the shape of z")
             set_field(self, "z_shape", _latent_shape("z", self.z_shape))
         elif self.z_shape is not None:
-            raise BitstreamError("a factorized prior header has no z, but z_shape was given")
+            raise BitstreamError(f"a {_KINDS[kind][0]} header has no z, but z_shape was given")
 
 
 def pack(header, sections):
@@ -129,7 +146,7 @@ def unpack(data):
     fingerprint = reader.take(FINGERPRINT_BYTES, "model fingerprint")
     height, width = (reader.size(name, MAX_SIDE) for name in ("image height", "image width"))
     y_shape = reader.latent_shape("y")
-    z_shape = reader.latent_shape("z") if kind == ModelKind.SCALE_HYPERPRIOR else None
+    z_shape = reader.latent_shape("z") if has_side_information(kind) else None
     header = Header(kind, bytes(fingerprint), height, width, y_shape, z_shape)
     count = reader.varint("section count")
     if not 1 <= count <= MAX_SECTIONS:
@@ -165,7 +182,7 @@ def describe(header, sections, total_bytes):
     """A human-readable summary of one file, for `python -m tfhyper info`."""
     payload = sum(len(s) for s in sections)
     lines = [
-        f"model:       {_KIND_NAMES[header.kind]} (fingerprint {header.fingerprint.hex()})",
+        f"model:       {_KINDS[header.kind][0]} (fingerprint {header.fingerprint.hex()})",
         f"image:       {header.width} x {header.height} pixels (width x height)",
         f"latent y:    {_shape_text(header.y_shape)}",
     ]
@@ -283,11 +300,10 @@ def _bounded(field, value, limit):
 
 def _kind(value):
     value = _integer("model kind", value)
-    try:
-        return ModelKind(value)
-    except ValueError:
-        choices = ", ".join(f"{k.value} = {_KIND_NAMES[k]}" for k in ModelKind)
-        raise BitstreamError(f"unknown model kind {value} (expected {choices})") from None
+    if value not in _KINDS:
+        choices = ", ".join(f"{int(k)} = {title}" for k, (title, _) in sorted(_KINDS.items()))
+        raise BitstreamError(f"unknown model kind {value} (expected {choices})")
+    return ModelKind(value) if value in ModelKind._value2member_map_ else value
 
 
 def _fingerprint(value):

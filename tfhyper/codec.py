@@ -1,43 +1,23 @@
 """Images to bytes and back with a trained model (figure 3, right: Q, AE and AD).
 
-    compress:    x -g_a-> y;  hyperprior: z = h_a(|y|), z symbols = round(z - median),
-                 table index of each y = integer h_s(z symbols) (see integer_hyper_synthesis);
-                 y symbols = round(y) (factorized: round(y - median)); both coded into one stream
-    decompress:  z symbols -> the same integer indexes -> y symbols -> g_s -> x_hat, clipped to 8 bits
+    compress:    x -> the model's latents (`encoder_latents`); for each name in `model.LATENTS`, in order, the
+                 model says how it is coded (`model.segment`: table indexes, tables, offset), given the symbols
+                 coded before it; symbols = round(latent - offset); all segments go into one stream
+    decompress:  the same loop, with each segment's symbols decoded instead; y_hat = symbols + offset -> g_s ->
+                 x_hat, clipped to 8 bits
 
-The file is the container of `bitstream` around that stream. Everything a decoder needs besides the
-model (image size, latent shapes) is in the header, and the model is identified by its fingerprint.
+Because the encoder and decoder ask the model the same question with the same symbols (the hyperpriors answer
+with the integer-exact h_s of `integer_hyper_synthesis`), both use the same tables on any machine. The file is the
+container of `bitstream` around that stream. Everything a decoder needs besides the model (image size, latent
+shapes) is in the header, and the model is identified by its fingerprint.
 """
 import weakref
 
 import numpy as np
 import tensorflow as tf
 
-from tfhyper import bitstream, coder, paper
+from tfhyper import bitstream, coder
 from tfhyper.errors import BitstreamError
-from tfhyper.integer_hyper_synthesis import IntegerHyperSynthesis
-from tfhyper.models import ScaleHyperprior
-
-
-def _tables(model):
-    if model.coding_tables is None:
-        model.update_tables()
-    return model.coding_tables
-
-
-# Per model, for one version of its tables: quantizing h_s's weights once, not for every file.
-_INTEGER_HYPER_SYNTHESES = weakref.WeakKeyDictionary()
-
-
-def _integer_hyper_synthesis(model):
-    """h_s in integer arithmetic, built from the weights, the stored medians and the scale table."""
-    tables = _tables(model)
-    cached = _INTEGER_HYPER_SYNTHESES.get(model)
-    if cached is None or cached[0] != model.tables_version:
-        ihs = IntegerHyperSynthesis.from_model(model, tables["medians"], tables["thresholds"])
-        _INTEGER_HYPER_SYNTHESES[model] = cached = (model.tables_version, ihs)
-    return cached[1]
-
 
 # g_s holds about N * H * W * 4 bytes per activation at half resolution: 2^23 pixels (3840 x 2160 fits)
 # peaks near 6.5 GB with N = 192. Files claiming more are refused before anything is allocated.
@@ -57,11 +37,6 @@ def _check_image(image):
     return image
 
 
-def channel_indexes(shape):
-    """Table index of each element of an (H, W, C) latent coded with one table per channel."""
-    return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape)
-
-
 _GRAPHS = weakref.WeakKeyDictionary()
 _IMAGE_SIGNATURE = [tf.TensorSpec((1, None, None, 3), tf.float32)]
 
@@ -70,14 +45,11 @@ def _graphs(model):
     """The transforms as tf.function graphs for any image size (one trace each, then no Python per layer)."""
     graphs = _GRAPHS.get(model)
     if graphs is None:
-        hyperprior = isinstance(model, ScaleHyperprior)
         model_ref = weakref.ref(model)  # a strong reference here would keep every model alive in _GRAPHS
 
         @tf.function(input_signature=_IMAGE_SIGNATURE)
         def analysis(x):
-            model = model_ref()
-            y = model.analysis(x / 255.0)
-            return (y, model.hyper_analysis(y)) if hyperprior else (y, y)
+            return model_ref().encoder_latents(x / 255.0)
 
         @tf.function(input_signature=[tf.TensorSpec((1, None, None, model.latent_filters), tf.float32),
                                       tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)])  # fmt: skip
@@ -89,88 +61,71 @@ def _graphs(model):
 
 
 def analyse(model, image):
-    """The encoder's latents: dict with y (H_y, W_y, M) and, for the hyperprior, z; float32 numpy."""
-    y, z = _graphs(model)[0](tf.constant(image[None], tf.float32))
-    latents = {"y": y.numpy()[0]}
-    if isinstance(model, ScaleHyperprior):
-        latents["z"] = z.numpy()[0]
-    return latents
+    """The encoder's latents: {name: (h, w, c) float32 numpy} for every name in `model.LATENTS`."""
+    latents = _graphs(model)[0](tf.constant(image[None], tf.float32))
+    return {name: latents[name].numpy()[0] for name in model.LATENTS}
 
 
-def symbols_and_indexes(model, image):
-    """What the arithmetic coder receives: a list of (symbols, table indexes, tables) segments."""
-    tables = _tables(model)
+def symbols_and_segments(model, image):
+    """What the arithmetic coder receives: (latents, {name: symbols}, {name: Segment}), in coding order."""
     latents = analyse(model, image)
-    if not isinstance(model, ScaleHyperprior):
-        y_symbols = np.round(latents["y"] - tables["medians"]).astype(np.int64)
-        return latents, [(y_symbols, channel_indexes(y_symbols.shape), tables["y"])]
-    z_symbols = np.round(latents["z"] - tables["medians"]).astype(np.int64)
-    y_indexes = _integer_hyper_synthesis(model).indexes(z_symbols, latents["y"].shape[:2])
-    y_symbols = np.round(latents["y"]).astype(np.int64)
-    return latents, [
-        (z_symbols, channel_indexes(z_symbols.shape), tables["z"]),
-        (y_symbols, y_indexes, tables["y"]),
-    ]
+    shapes = {name: latent.shape for name, latent in latents.items()}
+    symbols, segments = {}, {}
+    for name in model.LATENTS:
+        segments[name] = model.segment(name, symbols, shapes)
+        symbols[name] = segments[name].symbols(latents[name])
+    return latents, symbols, segments
+
+
+def coder_input(symbols, segments):
+    """The (symbols, indexes, tables) triples of `coder.encode`, in coding order."""
+    return [(symbols[name], segment.indexes, segment.tables) for name, segment in segments.items()]
 
 
 def compress(model, image):
     """uint8 RGB image (H, W, 3) -> bytes of a .tfh file."""
     image = _check_image(image)
-    return pack(model, image.shape, *symbols_and_indexes(model, image))
+    return pack(model, image.shape, *symbols_and_segments(model, image))
 
 
-def pack(model, image_shape, latents, segments):
-    """The .tfh file of the output of `symbols_and_indexes` for an image of `image_shape`."""
-    hyperprior = isinstance(model, ScaleHyperprior)
+def pack(model, image_shape, latents, symbols, segments):
+    """The .tfh file of the output of `symbols_and_segments` for an image of `image_shape`."""
     header = bitstream.Header(
-        kind=int(hyperprior),
+        kind=model.FILE_KIND,
         fingerprint=model.fingerprint(),
         height=image_shape[0],
         width=image_shape[1],
         y_shape=latents["y"].shape,
-        z_shape=latents["z"].shape if hyperprior else None,
+        z_shape=latents["z"].shape if "z" in latents else None,
     )
-    return bitstream.pack(header, [coder.encode(segments)])
-
-
-def _expected_shapes(model, height, width):
-    y_hw = bitstream.expected_latent_hw(height, width, paper.Y_DOWNSAMPLING)
-    y_shape = (*y_hw, model.latent_filters)
-    if not isinstance(model, ScaleHyperprior):
-        return y_shape, None
-    z_hw = bitstream.expected_latent_hw(height, width, paper.Z_DOWNSAMPLING)
-    return y_shape, (*z_hw, model.num_filters)
+    return bitstream.pack(header, [coder.encode(coder_input(symbols, segments))])
 
 
 def decode_symbols(model, data):
-    """bytes -> (header, dict of decoded symbols); raises BitstreamError for anything malformed."""
+    """bytes -> (header, {name: symbols}, {name: Segment}); raises BitstreamError for anything malformed."""
     header, sections = bitstream.unpack(data)
-    tables = _tables(model)
+    model.tables()
     bitstream.check_fingerprint(header, model.fingerprint())
     if header.height * header.width > MAX_PIXELS:
         raise BitstreamError(f"a {header.width}x{header.height} image exceeds the decoder's limit of {MAX_PIXELS} pixels")
-    hyperprior = isinstance(model, ScaleHyperprior)
-    if header.kind != int(hyperprior):
+    if header.kind != model.FILE_KIND:
         raise BitstreamError("the file was written by another kind of model")
-    y_shape, z_shape = _expected_shapes(model, header.height, header.width)
-    if tuple(header.y_shape) != y_shape or (z_shape and tuple(header.z_shape) != z_shape):
+    shapes = model.latent_shapes(header.height, header.width)
+    if tuple(header.y_shape) != shapes["y"] or (header.z_shape is not None and tuple(header.z_shape) != shapes["z"]):
         raise BitstreamError("latent shapes in the header do not match the image size and model")
     if len(sections) != 1:
         raise BitstreamError(f"expected one coded section, found {len(sections)}")
-    symbol_count = int(np.prod(y_shape)) + (int(np.prod(z_shape)) if z_shape else 0)
+    symbol_count = sum(int(np.prod(shape)) for shape in shapes.values())
     # No symbol costs more than a few bytes, escapes included: bound the decoder's buffers by the header.
     if len(sections[0]) > 16 * symbol_count + 4096:
         raise BitstreamError("coded section is larger than any coding of its symbols")
     decoder = coder.Decoder(sections[0], symbol_count=symbol_count)
-    symbols = {}
-    if hyperprior:
-        symbols["z"] = decoder.decode(channel_indexes(z_shape), tables["z"])
-        y_indexes = _integer_hyper_synthesis(model).indexes(symbols["z"], y_shape[:2])
-    else:
-        y_indexes = channel_indexes(y_shape)
-    symbols["y"] = decoder.decode(y_indexes, tables["y"])
+    symbols, segments = {}, {}
+    for name in model.LATENTS:
+        segments[name] = model.segment(name, symbols, shapes)
+        symbols[name] = decoder.decode(segments[name].indexes, segments[name].tables)
     decoder.finish()
-    return header, symbols
+    return header, symbols, segments
 
 
 def reconstruct(model, y_hat, height, width):
@@ -180,13 +135,7 @@ def reconstruct(model, y_hat, height, width):
     return np.clip(np.round(x_hat * 255.0), 0, 255).astype(np.uint8)
 
 
-def dequantize_y(model, y_symbols):
-    if isinstance(model, ScaleHyperprior):
-        return y_symbols.astype(np.float32)
-    return y_symbols.astype(np.float32) + _tables(model)["medians"]
-
-
 def decompress(model, data):
     """bytes of a .tfh file -> uint8 RGB image (H, W, 3)."""
-    header, symbols = decode_symbols(model, data)
-    return reconstruct(model, dequantize_y(model, symbols["y"]), header.height, header.width)
+    header, symbols, segments = decode_symbols(model, data)
+    return reconstruct(model, segments["y"].values(symbols["y"]), header.height, header.width)

@@ -49,7 +49,7 @@ import numpy as np
 
 from tfhyper import paper, pytorch_checkpoint
 from tfhyper.layers import GDN
-from tfhyper.models import FactorizedPrior, ScaleHyperprior
+from tfhyper.models import model_class
 
 # CompressAI's EntropyBottleneck default: K = 5 layers 1 -> 3 -> 3 -> 3 -> 3 -> 1 per channel.
 COMPRESSAI_DENSITY_FILTERS = (3, 3, 3, 3)
@@ -293,7 +293,8 @@ def compressai_medians(state_dict):
 
 
 def from_compressai(state_dict, lmbda=None, distortion="mse"):
-    """A tfhyper `FactorizedPrior` or `ScaleHyperprior` with the weights of a CompressAI bmshj2018 state dict.
+    """A tfhyper model (`FactorizedPrior` or `ScaleHyperprior`) with the weights of a CompressAI bmshj2018 state
+    dict.
 
     `state_dict` maps CompressAI's key names to arrays (numpy, or anything `np.asarray` accepts). The kind of model
     and N, M are read from the keys and shapes; a key that is unexpected, missing or of the wrong shape raises
@@ -302,8 +303,7 @@ def from_compressai(state_dict, lmbda=None, distortion="mse"):
     for; both only matter for training).
     """
     kind, num_filters, latent_filters, arrays = check_state_dict(state_dict)
-    cls = ScaleHyperprior if kind == "hyperprior" else FactorizedPrior
-    model = cls(
+    model = model_class(kind)(
         num_filters,
         latent_filters,
         lmbda=UNKNOWN_LMBDA if lmbda is None else lmbda,
@@ -315,9 +315,9 @@ def from_compressai(state_dict, lmbda=None, distortion="mse"):
     model.entropy_bottleneck.stored_medians.assign(compressai_medians(arrays))
     _set_transform(model.g_a, "g_a", arrays)
     _set_transform(model.g_s, "g_s", arrays)
-    if kind == "hyperprior":
-        _set_transform(model.h_a, "h_a", arrays)
-        _set_transform(model.h_s, "h_s", arrays)
+    for prefix in ("h_a", "h_s"):  # the hyperpriors' transforms, under the same names in both libraries
+        if hasattr(model, prefix):
+            _set_transform(getattr(model, prefix), prefix, arrays)
     _set_density(model.entropy_bottleneck.density, arrays)
     model.update_tables()
     return model

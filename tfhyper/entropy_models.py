@@ -5,6 +5,7 @@ are the differential cross entropies under the uniform-convolved priors (eq. 6, 
 rounds: y_hat = round(y), and z_hat = round(z - median) + median, so that the quantization grid of each
 channel of z is centred on the mode region of its density, as the references do.
 """
+import dataclasses
 import math
 
 import keras
@@ -14,6 +15,32 @@ import tensorflow as tf
 from tfhyper import paper
 from tfhyper.densities import NonParametricDensity, bounded_scale, gaussian_likelihood
 from tfhyper.layers import lower_bound
+
+
+@dataclasses.dataclass
+class Segment:
+    """How one latent is coded: a table index per element, the tables, and the offset subtracted before rounding.
+
+    symbols = round(v - offset) (the median of a factorized density, a hyperprior's mean, or 0), and the decoder's
+    values are symbols + offset; offsets are float32, so both sides compute exactly the same numbers.
+    """
+
+    indexes: np.ndarray
+    tables: object  # coder.CodingTables
+    offset: object = None  # float32 array broadcastable to the latent, or None for 0
+
+    def symbols(self, values):
+        values = np.asarray(values, np.float32)
+        return np.round(values if self.offset is None else values - self.offset).astype(np.int64)
+
+    def values(self, symbols):
+        values = np.asarray(symbols).astype(np.float32)
+        return values if self.offset is None else values + self.offset
+
+
+def channel_indexes(shape):
+    """Table index of each element of an (H, W, C) latent coded with one table per channel."""
+    return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape)
 
 
 def add_uniform_noise(v):
@@ -84,6 +111,11 @@ class EntropyBottleneck(keras.layers.Layer):
             v_tilde = self.from_symbols(self.to_symbols(v))
         return v_tilde, bound_likelihood(self.density.likelihood(v_tilde))
 
+    @staticmethod
+    def segment(shape, tables, medians):
+        """Coding of a latent of `shape`: one table per channel, symbols round(v - median) (the stored medians)."""
+        return Segment(channel_indexes(shape), tables, np.asarray(medians, np.float32))
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -113,6 +145,11 @@ class GaussianConditional(keras.layers.Layer):
         sigma = bounded_scale(sigma, self.scale_bound)
         return y_tilde, bound_likelihood(gaussian_likelihood(y_tilde, sigma))
 
+    @staticmethod
+    def segment(indexes, tables, means=None):
+        """Coding of y with the scale table picked per element (`indexes`), symbols round(y - mean)."""
+        return Segment(np.asarray(indexes, np.int32), tables, None if means is None else np.asarray(means, np.float32))
+
     def get_config(self):
         config = super().get_config()
         config.update(scale_bound=self.scale_bound)
@@ -120,7 +157,7 @@ class GaussianConditional(keras.layers.Layer):
 
 
 # -- Integer coding tables -------------------------------------------------------------------------
-# Built once after training (`ScaleHyperprior.update_tables()`, also run by `save`) and saved with the
+# Built once after training (`update_tables()` of a model, also run by `save`) and saved with the
 # model, so that decoding never rebuilds them from floating point.
 
 

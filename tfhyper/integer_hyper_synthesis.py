@@ -102,7 +102,7 @@ class IntegerLayer:
 class IntegerHyperSynthesis:
     """h_s of figure 4 on integer symbols of z, returning scale-table indexes for y (integer-exact).
 
-    Built from a trained `ScaleHyperprior`'s h_s weights, the medians of z's density and the scale table.
+    Built from a trained hyperprior's h_s weights, the medians of z's density and the scale table.
     """
 
     def __init__(self, layers, medians, thresholds, scale_bound):
@@ -128,16 +128,22 @@ class IntegerHyperSynthesis:
             layers.append(IntegerLayer(core.kernel.numpy(), core.bias.numpy(), transposed=transposed, relu=False))
         return cls(layers, medians, thresholds, model.gaussian_conditional.scale_bound)
 
-    def sigma_fixed_point(self, z_symbols, y_hw):
-        """sigma_hat * 2^ACTIVATION_FRACTION as integers, shape (H_y, W_y, M), lower-bounded like eq. 7."""
+    def output_fixed_point(self, z_symbols, y_hw):
+        """h_s(z_hat) * 2^ACTIVATION_FRACTION as integers, cropped to y's positions (H_y, W_y, channels)."""
         limit = 2.0**ACTIVATION_BITS
         x = np.clip(np.ldexp(z_symbols.astype(np.float64), ACTIVATION_FRACTION) + self.medians_q, -limit, limit)
         for layer in self.layers:
             x = layer(x)
-        x = x[: y_hw[0], : y_hw[1]]
-        return np.maximum(x, self.bound_q)
+        return x[: y_hw[0], : y_hw[1]]
+
+    def sigma_fixed_point(self, z_symbols, y_hw):
+        """sigma_hat * 2^ACTIVATION_FRACTION as integers, shape (H_y, W_y, M), lower-bounded like eq. 7."""
+        return np.maximum(self.output_fixed_point(z_symbols, y_hw), self.bound_q)
+
+    def scale_indexes(self, sigma_q):
+        """Coding-table index of every sigma: how many scale thresholds lie strictly below it."""
+        return np.searchsorted(self.thresholds_q, np.maximum(sigma_q, self.bound_q), side="left").astype(np.int32)
 
     def indexes(self, z_symbols, y_hw):
-        """Coding-table index of every element of y: how many scale thresholds lie strictly below sigma."""
-        sigma_q = self.sigma_fixed_point(z_symbols, y_hw)
-        return np.searchsorted(self.thresholds_q, sigma_q, side="left").astype(np.int32)
+        """Coding-table index of every element of y (h_s's output is sigma)."""
+        return self.scale_indexes(self.output_fixed_point(z_symbols, y_hw))

@@ -1,14 +1,17 @@
-"""The paper's two models as keras.Model subclasses, trained on rate + lambda * distortion (eq. 10).
+"""The models as keras.Model subclasses, trained on rate + lambda * distortion (eq. 10), one class per kind.
 
-    FactorizedPrior:  x -g_a-> y -Q-> y_hat -g_s-> x_hat;  y_hat coded with the factorized density (eq. 6)
-    ScaleHyperprior:  additionally |y| -h_a-> z -Q-> z_hat -h_s-> sigma_hat; y_hat coded with N(0, sigma_hat^2)
-                      convolved with a unit uniform (eq. 7, 11), z_hat with the factorized density (eq. 9)
+    FactorizedPrior:      x -g_a-> y -Q-> y_hat -g_s-> x_hat;  y_hat coded with the factorized density (eq. 6)
+    ScaleHyperprior:      additionally |y| -h_a-> z -Q-> z_hat -h_s-> sigma_hat; y_hat coded with N(0, sigma_hat^2)
+                          convolved with a unit uniform (eq. 7, 11), z_hat with the factorized density (eq. 9)
+
+Each class owns its coding (`LATENTS`, `latent_shapes`, `segment`): which latents a file holds, in which
+order, and with which tables, indexes and offsets; `codec` only packs, validates and calls it. `MODELS` maps
+the kinds' names ("factorized", "hyperprior") to the classes; `register` adds one.
 
 Images are float32 NHWC in [0, 1], of any size: the input is padded to a multiple of 16 by repeating
 its border and the reconstruction is cropped back.
 """
 import hashlib
-import itertools
 import json
 import weakref
 
@@ -16,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhyper import losses, paper
+from tfhyper import bitstream, losses, paper
 from tfhyper.densities import scale_table
 from tfhyper.entropy_models import (
     EntropyBottleneck,
@@ -25,6 +28,7 @@ from tfhyper.entropy_models import (
     gaussian_tables,
     scale_thresholds,
 )
+from tfhyper.integer_hyper_synthesis import IntegerHyperSynthesis
 from tfhyper.transforms import (
     analysis_transform,
     hyper_analysis_transform,
@@ -33,9 +37,37 @@ from tfhyper.transforms import (
 )
 
 DISTORTIONS = ("mse", "ms-ssim")
-# Fingerprints per model, valid for one version of its coding tables (kept outside Keras' attribute tracking).
-_FINGERPRINTS = weakref.WeakKeyDictionary()
-_TABLE_VERSIONS = itertools.count(1)
+# What each model derives from its coding tables (fingerprint, integer h_s), with the tables it was derived from;
+# kept outside Keras' attribute tracking, and rebuilt whenever `coding_tables` is another object.
+_DERIVED = weakref.WeakKeyDictionary()
+
+MODELS = {}  # kind name -> model class, filled by `register`
+
+
+def register(kind, file_kind, title):
+    """Class decorator adding a model kind: its name (`MODELS`, --model), its byte in file headers, and its title.
+
+    The class is registered with Keras too, so saved models load by class name.
+    """
+
+    def add(cls):
+        taken = {other.FILE_KIND: name for name, other in MODELS.items()}
+        if kind in MODELS or file_kind in taken:
+            raise ValueError(f"model kind {kind!r} or file kind {file_kind} is registered already")
+        cls.KIND, cls.FILE_KIND, cls.TITLE = kind, file_kind, title
+        bitstream.register_kind(file_kind, title, side_information=len(cls.LATENTS) > 1)
+        MODELS[kind] = keras.saving.register_keras_serializable(package="tfhyper")(cls)
+        return MODELS[kind]
+
+    return add
+
+
+def model_class(kind):
+    """The class registered as `kind`; a clear ValueError for an unknown name."""
+    try:
+        return MODELS[kind]
+    except KeyError:
+        raise ValueError(f"unknown model kind {kind!r}: choose one of {', '.join(MODELS)}") from None
 
 
 def pad_to_multiple(x, multiple):
@@ -169,14 +201,48 @@ class CompressionModel(keras.Model):
         self.call(tf.zeros((1, 64, 64, 3)), training=False)
         self.built = True
 
-    # -- integer coding tables (see entropy_models and codec) ----------------------------------------------
+    # -- coding (used by codec) ---------------------------------------------------------------------------
+    LATENTS = ("y",)  # the latents a file codes, in coding order; each one's coding may depend on those before
+
+    def encoder_latents(self, x):
+        """{name: float32 latent} of an image batch in [0, 1], for every name in LATENTS."""
+        return {"y": self.analysis(x)}
+
+    def latent_shapes(self, height, width):
+        """{name: (h, w, c)} of the latents of an image of height x width."""
+        y_hw = bitstream.expected_latent_hw(height, width, paper.Y_DOWNSAMPLING)
+        return {"y": (*y_hw, self.latent_filters)}
+
+    def segment(self, name, symbols, shapes):
+        """How latent `name` is coded (`entropy_models.Segment`), given the symbols of the latents before it."""
+        raise NotImplementedError
+
+    def explain(self, values, shapes):
+        """Extra maps for plots (`analysis`): for the hyperpriors, sigma_hat (and mu_hat) from z_hat."""
+        return {}
+
+    # -- integer coding tables (see entropy_models) ------------------------------------------------------------
     coding_tables = None  # {"y": CodingTables, "z": CodingTables or absent, "medians": float32 array}
     TABLE_KEYS = ("y", "medians")  # what a saved model must carry (update_tables makes them)
-    tables_version = 0  # changes whenever coding_tables do; keys the caches derived from them
 
     def update_tables(self, precision=16):
         """Builds the integer coding tables from the trained densities; run after training (`save` does)."""
         raise NotImplementedError
+
+    def tables(self):
+        """The coding tables, built from the densities first if the model has none yet."""
+        if self.coding_tables is None:
+            self.update_tables()
+        return self.coding_tables
+
+    def _derived(self, name, build):
+        """`build()`, computed once per set of coding tables (a new `coding_tables` object starts afresh)."""
+        entry = _DERIVED.get(self)
+        if entry is None or entry[0] is not self.coding_tables:
+            entry = _DERIVED[self] = (self.coding_tables, {})
+        if name not in entry[1]:
+            entry[1][name] = build()
+        return entry[1][name]
 
     def save_own_variables(self, store):
         # Every way of saving (model.save, keras.saving.save_model, save_weights) stores tables that match
@@ -195,7 +261,6 @@ class CompressionModel(keras.Model):
             # the sublayers' weights load after this method.
             raise ValueError(f"the saved model's coding tables lack {', '.join(missing)} (saved by an older build): "
                              "load it with tfhyper of that version, or retrain")
-        self.tables_version = next(_TABLE_VERSIONS)
 
     def fingerprint(self):
         """4 bytes identifying this model's weights and tables: files are only decoded by the model that wrote them.
@@ -205,9 +270,9 @@ class CompressionModel(keras.Model):
         """
         if self.coding_tables is None:
             raise ValueError("the model has no coding tables yet: call update_tables() (or save it) first")
-        cached = _FINGERPRINTS.get(self)
-        if cached is not None and cached[0] == self.tables_version:
-            return cached[1]
+        return self._derived("fingerprint", self._fingerprint)
+
+    def _fingerprint(self):
         # What decoding depends on: architecture, weights, tables (not the name, lambda or distortion).
         decoding = {k: self.get_config()[k] for k in ("num_filters", "latent_filters", "density_filters", "fixed_medians")}
         digest = hashlib.sha256(type(self).__name__.encode())
@@ -216,8 +281,7 @@ class CompressionModel(keras.Model):
             digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
         for name, array in sorted(_tables_to_arrays(self.coding_tables).items()):
             digest.update(name.encode() + np.ascontiguousarray(array).tobytes())
-        _FINGERPRINTS[self] = (self.tables_version, digest.digest()[:4])
-        return _FINGERPRINTS[self][1]
+        return digest.digest()[:4]
 
     def get_config(self):
         return {
@@ -232,7 +296,7 @@ class CompressionModel(keras.Model):
         }
 
 
-@keras.saving.register_keras_serializable(package="tfhyper")
+@register("factorized", file_kind=0, title="factorized prior")
 class FactorizedPrior(CompressionModel):
     """Ballé et al. 2017's model as the paper's baseline: y coded with the factorized density (eq. 6)."""
 
@@ -253,19 +317,27 @@ class FactorizedPrior(CompressionModel):
     def update_tables(self, precision=16):
         tables, medians = factorized_tables(self.entropy_bottleneck, precision=precision)
         self.coding_tables = {"y": tables, "medians": medians}
-        self.tables_version = next(_TABLE_VERSIONS)
+
+    def segment(self, name, symbols, shapes):
+        """y: round(y - median) per channel, one table per channel (eq. 6)."""
+        tables = self.tables()
+        return self.entropy_bottleneck.segment(shapes["y"], tables["y"], tables["medians"])
 
 
-@keras.saving.register_keras_serializable(package="tfhyper")
-class ScaleHyperprior(CompressionModel):
-    """The paper's model (figure 3, right): z = h_a(|y|) is side information carrying the scales of y."""
+class Hyperprior(CompressionModel):
+    """What the hyperprior models share: side information z = h_a(y) coded with the factorized density (eq. 9),
+    and y coded under a Gaussian whose parameters h_s computes from z_hat (eq. 7, 11).
 
+    A subclass says how h_a and h_s are built (`hyper_transforms`), what h_a sees (`hyper_analysis`) and which
+    Gaussian parameters h_s's output holds (`prior_parameters`, `y_segment`).
+    """
+
+    LATENTS = ("z", "y")  # side information first: the decoder needs z_hat to find y's tables
     TABLE_KEYS = ("y", "z", "medians", "scales", "thresholds")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.h_a = hyper_analysis_transform(self.num_filters, self.latent_filters, initializer=self.initializer)
-        self.h_s = hyper_synthesis_transform(self.num_filters, self.latent_filters, initializer=self.initializer)
+        self.h_a, self.h_s = self.hyper_transforms()
         self.entropy_bottleneck = EntropyBottleneck(
             self.num_filters,
             self.density_filters,
@@ -275,20 +347,31 @@ class ScaleHyperprior(CompressionModel):
         )
         self.gaussian_conditional = GaussianConditional(name="gaussian_conditional", dtype="float32")
 
-    def hyper_analysis(self, y):
-        return tf.cast(self.h_a(tf.abs(y)), tf.float32)
+    def hyper_transforms(self):
+        raise NotImplementedError
 
-    def hyper_synthesis(self, z_hat, y_shape):
-        """sigma_hat = h_s(z_hat), cropped to y's positions (z covers ceil(H_y / 4) * 4 >= H_y)."""
-        sigma = self.h_s(z_hat)
-        return tf.cast(sigma[:, : y_shape[1], : y_shape[2], :], tf.float32)
+    def hyper_analysis(self, y):
+        raise NotImplementedError
+
+    def prior_parameters(self, z_hat, y_shape):
+        """{"sigma": ..., and "mu" where the model has means}: h_s(z_hat) cropped to y's positions
+        (z covers ceil(H_y / 4) * 4 >= H_y), float32."""
+        raise NotImplementedError
 
     def latent_likelihoods(self, y, training):
         z = self.hyper_analysis(y)
         z_tilde, z_likelihoods = self.entropy_bottleneck(z, training=training)
-        sigma = self.hyper_synthesis(z_tilde, tf.shape(y))
-        y_tilde, y_likelihoods = self.gaussian_conditional(y, sigma, training=training)
+        parameters = self.prior_parameters(z_tilde, tf.shape(y))
+        y_tilde, y_likelihoods = self.gaussian_conditional(y, parameters["sigma"], training=training)
         return y_tilde, {"y": y_likelihoods, "z": z_likelihoods}
+
+    def encoder_latents(self, x):
+        y = self.analysis(x)
+        return {"y": y, "z": self.hyper_analysis(y)}
+
+    def latent_shapes(self, height, width):
+        z_hw = bitstream.expected_latent_hw(height, width, paper.Z_DOWNSAMPLING)
+        return {**super().latent_shapes(height, width), "z": (*z_hw, self.num_filters)}
 
     def update_tables(self, precision=16):
         z_tables, medians = factorized_tables(self.entropy_bottleneck, precision=precision)
@@ -300,7 +383,58 @@ class ScaleHyperprior(CompressionModel):
             "scales": scale_table(),
             "thresholds": scale_thresholds(scale_table(), y_tables),
         }
-        self.tables_version = next(_TABLE_VERSIONS)
+
+    def integer_hyper_synthesis(self):
+        """h_s in integer arithmetic (`integer_hyper_synthesis`), built once per set of tables."""
+        tables = self.tables()
+        return self._derived(
+            "integer_hyper_synthesis",
+            lambda: IntegerHyperSynthesis.from_model(self, tables["medians"], tables["thresholds"]),
+        )
+
+    def segment(self, name, symbols, shapes):
+        tables = self.tables()
+        if name == "z":
+            return self.entropy_bottleneck.segment(shapes["z"], tables["z"], tables["medians"])
+        return self.y_segment(symbols["z"], shapes["y"])
+
+    def y_segment(self, z_symbols, y_shape):
+        raise NotImplementedError
+
+    def explain(self, values, shapes):
+        parameters = self.prior_parameters(tf.constant(values["z"][None]), (1, *shapes["y"]))
+        sigma = np.maximum(parameters["sigma"].numpy()[0], self.gaussian_conditional.scale_bound)
+        found = {"sigma_hat": sigma}
+        if "mu" in parameters:
+            found["mu_hat"] = parameters["mu"].numpy()[0]
+        return found
+
+
+@register("hyperprior", file_kind=1, title="scale hyperprior")
+class ScaleHyperprior(Hyperprior):
+    """The paper's model (figure 3, right): z = h_a(|y|) is side information carrying the scales of y, which is
+    coded as round(y) under N(0, sigma^2) convolved with U(-1/2, 1/2) (eq. 7, 11)."""
+
+    def hyper_transforms(self):
+        return (
+            hyper_analysis_transform(self.num_filters, self.latent_filters, initializer=self.initializer),
+            hyper_synthesis_transform(self.num_filters, self.latent_filters, initializer=self.initializer),
+        )
+
+    def hyper_analysis(self, y):
+        return tf.cast(self.h_a(tf.abs(y)), tf.float32)
+
+    def hyper_synthesis(self, z_hat, y_shape):
+        """sigma_hat = h_s(z_hat), cropped to y's positions."""
+        return self.prior_parameters(z_hat, y_shape)["sigma"]
+
+    def prior_parameters(self, z_hat, y_shape):
+        sigma = self.h_s(z_hat)
+        return {"sigma": tf.cast(sigma[:, : y_shape[1], : y_shape[2], :], tf.float32)}
+
+    def y_segment(self, z_symbols, y_shape):
+        indexes = self.integer_hyper_synthesis().indexes(z_symbols, y_shape[:2])
+        return self.gaussian_conditional.segment(indexes, self.tables()["y"])
 
 
 def _tables_to_arrays(tables):
@@ -352,5 +486,4 @@ def load_model(path):
 def model_for_quality(kind, quality, distortion="mse", **kwargs):
     """The paper's model at one of its eight rate points: N, M and lambda from `paper.QUALITIES`."""
     q = paper.QUALITIES[quality]
-    cls = {"hyperprior": ScaleHyperprior, "factorized": FactorizedPrior}[kind]
-    return cls(q.num_filters, q.latent_filters, q.lmbda(distortion), distortion, **kwargs)
+    return model_class(kind)(q.num_filters, q.latent_filters, q.lmbda(distortion), distortion, **kwargs)

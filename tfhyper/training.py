@@ -32,7 +32,7 @@ class RunConfig:
     1e-4, batches of 8 random 256x256 crops); where it is silent (initialization, Adam's epsilon, clipping),
     tfhyper's measured recipe (`tfhyper.paper`)."""
 
-    model: str = "hyperprior"  # or "factorized"
+    model: str = "hyperprior"  # a kind of tfhyper.models.MODELS: "hyperprior", "factorized", "meanscale"
     distortion: str = "mse"  # or "ms-ssim"
     quality: int = 3  # paper rate point 1..8: N, M and lambda from paper.QUALITIES
     lmbda: float | None = None  # overrides the quality's lambda
@@ -93,10 +93,10 @@ def learning_rate_schedule(config):
 
 
 def build_model(config):
-    import tfhyper
+    from tfhyper.models import model_class
 
     num_filters, latent_filters, lmbda = config.resolved()
-    cls = {"hyperprior": tfhyper.ScaleHyperprior, "factorized": tfhyper.FactorizedPrior}[config.model]
+    cls = model_class(config.model)
     model = cls(num_filters, latent_filters, lmbda=lmbda, distortion=config.distortion, initializer=config.initializer)
     model.build()
     return model
