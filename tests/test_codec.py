@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import tfhyper
 from tfhyper import codec, coder
 from tfhyper.errors import BitstreamError
+from tfhyper.models import MODELS, MeanScaleHyperprior
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,21 @@ def factorized():
     return perturbed(tfhyper.FactorizedPrior(16, 24), 1)
 
 
+@pytest.fixture(scope="module")
+def meanscale():
+    model = perturbed(MeanScaleHyperprior(16, 24), 2)
+    rng = np.random.default_rng(3)
+    for w in model.h_s.weights:  # means of a few units, so that round(y - mu) differs from round(y)
+        w.assign(w.numpy() + rng.normal(scale=0.3, size=w.shape))
+    model.update_tables()
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(hyperprior, factorized, meanscale):
+    return {"hyperprior": hyperprior, "factorized": factorized, "meanscale": meanscale}
+
+
 def random_image(h, w, seed):
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (max(h // 4, 1), max(w // 4, 1), 3)).astype(np.float32)
@@ -49,10 +65,10 @@ def random_image(h, w, seed):
 SIZES = [(1, 1), (17, 31), (64, 64), (768, 512), (512, 768)]
 
 
-@pytest.mark.parametrize("kind", ["hyperprior", "factorized"])
+@pytest.mark.parametrize("kind", list(MODELS))
 @pytest.mark.parametrize("size", SIZES)
-def test_round_trip_equals_reconstruction_from_rounded_latents(kind, size, hyperprior, factorized):
-    model = hyperprior if kind == "hyperprior" else factorized
+def test_round_trip_equals_reconstruction_from_rounded_latents(kind, size, models):
+    model = models[kind]
     image = random_image(*size, seed=size[0])
     latents, symbols, _ = codec.symbols_and_segments(model, image)
     data = codec.compress(model, image)
@@ -64,12 +80,20 @@ def test_round_trip_equals_reconstruction_from_rounded_latents(kind, size, hyper
     # The model's own reconstruction from rounded latents, through the float model. It starts from the encoder's
     # y: an analysis recomputed outside the encoder's graph can differ in the last bit, and a latent at .5 then
     # rounds the other way (seen once in 768x512 under heavy load).
-    y = tf.constant(latents["y"][None])
-    if kind == "hyperprior":
-        y_hat = tf.round(y)
+    y = latents["y"]
+    if kind == "factorized":
+        y_hat = np.round(y - model.entropy_bottleneck.medians().numpy()) + model.entropy_bottleneck.medians().numpy()
+    elif kind == "meanscale":
+        # The means the file uses come from the integer h_s; the float one agrees to its fixed point (2^-16).
+        z_hat = symbols["z"] + model.coding_tables["medians"]
+        mu = model.prior_parameters(tf.constant(z_hat[None], tf.float32), (1, *y.shape))["mu"].numpy()[0]
+        _, means = model.integer_hyper_synthesis().indexes_and_means(symbols["z"], y.shape[:2], model.latent_filters)
+        np.testing.assert_allclose(means, mu, atol=1e-3)
+        assert np.any(np.round(y - means) != np.round(y)), "the means change no symbol: a weak test"
+        y_hat = np.round(y - means) + means
     else:
-        y_hat, _ = model.entropy_bottleneck(y, training=False)
-    expected = model.synthesis(y_hat, *size).numpy()[0]
+        y_hat = np.round(y)
+    expected = model.synthesis(tf.constant(y_hat[None], tf.float32), *size).numpy()[0]
     expected = np.clip(np.round(expected * 255), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(tfhyper.decompress(model, data), expected)
 
@@ -83,17 +107,17 @@ def test_file_size_is_close_to_the_estimate(hyperprior):
     assert len(data) * 8 <= ideal_bits + 8 * 64
 
 
-def test_integer_path_is_independent_of_summation_order(hyperprior):
+@pytest.mark.parametrize("kind", ["hyperprior", "meanscale"])
+def test_integer_path_is_independent_of_summation_order(kind, models):
     """The float64 BLAS path gives the same integers as pure int64 arithmetic summed in reverse order."""
-    ihs = hyperprior.integer_hyper_synthesis()
+    ihs = models[kind].integer_hyper_synthesis()
     rng = np.random.default_rng(0)
     z = rng.integers(-6, 7, (5, 7, 16))
-    expected = ihs.sigma_fixed_point(z, (20, 28))
+    expected = ihs.output_fixed_point(z, (20, 28))
     x = np.clip(z * 2**16 + ihs.medians_q.astype(np.int64), -(2**25), 2**25)
     for layer in ihs.layers:
         x = _int_layer(layer, x, layer.kernel.astype(np.int64))
-    x = np.maximum(x[:20, :28], ihs.bound_q)
-    np.testing.assert_array_equal(expected, x)
+    np.testing.assert_array_equal(expected, x[:20, :28])
 
 
 def _int_layer(layer, x, kernel):
@@ -119,7 +143,11 @@ def _int_layer(layer, x, kernel):
     out = np.floor_divide(out + (np.int64(1) << (f - 1)), np.int64(1) << f)
     if layer.relu:
         out = np.maximum(out, 0)
-    return np.clip(out, -(2**25), 2**25)
+    out = np.clip(out, -(2**25), 2**25)
+    if layer.negative_slope is not None:  # leaky ReLU: round half up of out * slope_q / 2^16, in integers
+        slope = np.int64(layer.negative_slope)
+        out = np.where(out < 0, np.floor_divide(out * slope + (1 << 15), 1 << 16), out)
+    return out
 
 
 CROSS_MACHINE_SCRIPT = """
@@ -139,9 +167,10 @@ else:
 """
 
 
-def test_file_from_one_float_configuration_decodes_identically_in_another(hyperprior, tmp_path):
+@pytest.mark.parametrize("kind", ["hyperprior", "meanscale"])
+def test_file_from_one_float_configuration_decodes_identically_in_another(kind, models, tmp_path):
     model_path = tmp_path / "model.keras"
-    hyperprior.save(model_path)
+    models[kind].save(model_path)
     script = tmp_path / "run.py"
     script.write_text(CROSS_MACHINE_SCRIPT.format(repo=str(REPO)))
     base = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS")}

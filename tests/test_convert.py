@@ -18,9 +18,10 @@ import tensorflow as tf
 from tfhyper import convert
 from tfhyper.entropy_models import bound_likelihood
 from tfhyper.layers import GDN
-from tfhyper.models import FactorizedPrior, ScaleHyperprior, load_model
+from tfhyper.models import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior, load_model
 
-FIXTURES = {"hyperprior": "compressai_hyperprior_n32_m48.npz", "factorized": "compressai_factorized_n32_m48.npz"}
+FIXTURES = {"hyperprior": "compressai_hyperprior_n32_m48.npz", "factorized": "compressai_factorized_n32_m48.npz",
+            "meanscale": "compressai_meanscale_n32_m48.npz"}
 # The same state dicts as PyTorch writes them: zip format (torch >= 1.6) and legacy format (older zoo files).
 CHECKPOINTS = {"hyperprior": "compressai_hyperprior_n32_m48.pth.tar",
                "factorized": "compressai_factorized_n32_m48.legacy.pth.tar"}
@@ -110,7 +111,8 @@ def quantize_with_medians(bottleneck, v, medians):
 
 
 def test_models_and_sizes_are_read_from_the_state_dicts(fixtures, converted):
-    for kind, cls in (("hyperprior", ScaleHyperprior), ("factorized", FactorizedPrior)):
+    for kind, cls in (("hyperprior", ScaleHyperprior), ("factorized", FactorizedPrior),
+                      ("meanscale", MeanScaleHyperprior)):
         model = converted[kind]
         meta = fixtures[kind][0]["meta"]
         assert type(model) is cls
@@ -161,6 +163,33 @@ def test_hyperprior_reproduces_compressai(fixtures, converted_from):
     assert_close(sigma, f["scales_hat"], "scales_hat")
     y_hat, y_likelihoods = model.gaussian_conditional(y, sigma, training=False)
     y_edge = assert_quantized(y_hat, f["y_hat"], f["y"], 0.0, "y_hat")
+    assert_likelihoods(y_likelihoods, f["y_likelihoods"], y_edge, "y_likelihoods")
+    x_hat = model.synthesis(y_hat, f["x"].shape[1], f["x"].shape[2])
+    np.testing.assert_allclose(x_hat.numpy(), f["x_hat"], rtol=0, atol=1e-3)
+    expected_bits = total_bits(f["y_likelihoods"], f["z_likelihoods"])
+    assert total_bits(y_likelihoods, z_likelihoods) == pytest.approx(expected_bits, rel=1e-3)
+
+
+def test_meanscale_reproduces_compressai(fixtures, converted):
+    """mbt2018-mean: y, z, sigma, mu, the quantized latents, likelihoods and x_hat, to the module's tolerances."""
+    f, params = fixtures["meanscale"]
+    model = converted["meanscale"]
+    medians = convert.compressai_medians(params)
+    y = model.analysis(f["x"])
+    assert_close(y, f["y"], "y")
+    z = model.hyper_analysis(y)
+    assert_close(z, f["z"], "z")
+    z_hat, z_likelihoods = quantize_with_medians(model.entropy_bottleneck, z, medians)
+    z_edge = assert_quantized(z_hat, f["z_hat"], f["z"], medians, "z_hat")
+    assert_likelihoods(z_likelihoods, f["z_likelihoods"], z_edge, "z_likelihoods")
+    parameters = model.prior_parameters(z_hat, tf.shape(y))
+    assert_close(parameters["sigma"], f["scales_hat"], "scales_hat")
+    assert_close(parameters["mu"], f["means_hat"], "means_hat")
+    y_hat, y_likelihoods = model.gaussian_conditional(y, parameters["sigma"], parameters["mu"], training=False)
+    # y_hat = round(y - mu) + mu: its integer part is compared exactly, the whole to the real-valued tolerance.
+    symbols = np.round(y_hat.numpy() - parameters["mu"].numpy())
+    y_edge = assert_quantized(symbols, np.round(f["y_hat"] - f["means_hat"]), f["y"], f["means_hat"], "y_hat symbols")
+    assert_close(y_hat, f["y_hat"], "y_hat")
     assert_likelihoods(y_likelihoods, f["y_likelihoods"], y_edge, "y_likelihoods")
     x_hat = model.synthesis(y_hat, f["x"].shape[1], f["x"].shape[2])
     np.testing.assert_allclose(x_hat.numpy(), f["x_hat"], rtol=0, atol=1e-3)
@@ -374,7 +403,7 @@ def test_converted_model_quantizes_with_compressai_medians_natively(fixtures):
 CODER_FRAMING_BYTES = 5
 
 
-@pytest.mark.parametrize("kind", ["hyperprior", "factorized"])
+@pytest.mark.parametrize("kind", ["hyperprior", "factorized", "meanscale"])
 def test_converted_models_compress_through_tfhyper_coder(fixtures, converted, kind):
     from tfhyper import bitstream, codec
 
@@ -387,6 +416,14 @@ def test_converted_models_compress_through_tfhyper_coder(fixtures, converted, ki
     medians = convert.compressai_medians(fixtures[kind][1])
     if kind == "hyperprior":
         np.testing.assert_array_equal(symbols["y"], arrays["y_hat"][0])
+        np.testing.assert_allclose(symbols["z"] + medians, arrays["z_hat"][0], atol=1e-5)
+        likelihoods = (arrays["y_likelihoods"], arrays["z_likelihoods"])
+    elif kind == "meanscale":
+        # y's symbols are round(y - mu) with the integer h_s's mu (within 2^-16 of CompressAI's float one).
+        expected = np.round(arrays["y_hat"][0] - arrays["means_hat"][0])
+        offset = arrays["y"][0] - arrays["means_hat"][0]
+        away = np.abs(np.abs(offset - np.floor(offset)) - 0.5) > 1e-3
+        np.testing.assert_array_equal(symbols["y"][away], expected[away])
         np.testing.assert_allclose(symbols["z"] + medians, arrays["z_hat"][0], atol=1e-5)
         likelihoods = (arrays["y_likelihoods"], arrays["z_likelihoods"])
     else:

@@ -11,6 +11,7 @@ from PIL import Image
 
 import tfhyper
 from tfhyper import paper
+from tfhyper.models import MODELS, MeanScaleHyperprior
 
 
 def images(n, h, w, seed=0):
@@ -33,6 +34,9 @@ def test_latent_shapes_are_h_over_16_and_h_over_64(size):
     x_hat, likelihoods = factorized(x)
     assert x_hat.shape == (1, h, w, 3)
     assert likelihoods["y"].shape == (1, math.ceil(h / 16), math.ceil(w / 16), 12)
+    x_hat, likelihoods = MeanScaleHyperprior(8, 12)(x)
+    assert likelihoods["y"].shape == (1, math.ceil(h / 16), math.ceil(w / 16), 12)
+    assert likelihoods["z"].shape == (1, math.ceil(h / 64), math.ceil(w / 64), 8)
 
 
 def numpy_logits(density, v):
@@ -116,7 +120,7 @@ def test_evaluation_quantizes_z_around_the_median():
     assert np.all(np.abs(noise) <= 0.5) and noise.std() > 0.2  # eq. 8: uniform noise of unit width
 
 
-@pytest.mark.parametrize("cls", [tfhyper.ScaleHyperprior, tfhyper.FactorizedPrior])
+@pytest.mark.parametrize("cls", list(MODELS.values()), ids=list(MODELS))
 def test_training_on_a_fixed_batch_lowers_the_loss(cls):
     keras.utils.set_random_seed(0)
     model = cls(16, 16, lmbda=0.01)
@@ -140,7 +144,7 @@ def test_ms_ssim_distortion_trains():
         tfhyper.ScaleHyperprior(8, 8, distortion="l1")
 
 
-@pytest.mark.parametrize("cls", [tfhyper.ScaleHyperprior, tfhyper.FactorizedPrior])
+@pytest.mark.parametrize("cls", list(MODELS.values()), ids=list(MODELS))
 def test_save_and_load_give_identical_outputs(cls, tmp_path):
     model = cls(8, 12, lmbda=0.05, density_filters=(3, 3))
     randomize(model, 4)

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import tfhyper
 from tfhyper.training import RunConfig, TrainingDiverged, train
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -67,15 +68,17 @@ def test_training_stops_on_nan(tmp_path):
     assert not (tmp_path / "model.keras").exists()
 
 
-def test_train_command_on_shared_photos(shared_dir, tmp_path):
+@pytest.mark.parametrize("kind", ["hyperprior", "meanscale"])
+def test_train_command_on_shared_photos(kind, shared_dir, tmp_path):
     command = [
-        sys.executable, "-m", "experiments.train", f"--data={shared_dir / 'data/train/bsds500'}",
+        sys.executable, "-m", "experiments.train", f"--model={kind}", f"--data={shared_dir / 'data/train/bsds500'}",
         "--num_filters=8", "--latent_filters=8", "--patch_size=64", "--batch_size=2", "--steps=4",
         "--checkpoint_every=2", f"--model_dir={tmp_path / 'run'}", "--clip_norm=0", "--initializer=glorot_uniform",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "PSNR" in result.stdout and (tmp_path / "run" / "model.keras").exists()
+    assert type(tfhyper.load_model(tmp_path / "run" / "model.keras")).KIND == kind
     # --clip_norm=0 turns clipping off (the authors' recipe, with --initializer=glorot_uniform).
     settings = json.loads((tmp_path / "run" / "run.json").read_text())
     assert settings["clip_norm"] is None and settings["initializer"] == "glorot_uniform"

@@ -6,6 +6,8 @@ CompressAI publishes trained weights for both models in its model zoo as PyTorch
     bmshj2018-factorized-ms-ssim-{1..8}-<hash>.pth.tar    FactorizedPrior, MS-SSIM
     bmshj2018-hyperprior-{1..8}-<hash>.pth.tar            ScaleHyperprior, MSE
     bmshj2018-hyperprior-ms-ssim-{1..8}-<hash>.pth.tar    ScaleHyperprior, MS-SSIM
+    mbt2018-mean-{1..8}-<hash>.pth.tar                    MeanScaleHyperprior, MSE (Minnen et al. 2018's mean &
+                                                          scale hyperprior without the context model)
 
 with N = 128, M = 192 for qualities 1-5 and N = 192, M = 320 for qualities 6-8 (`paper.QUALITIES`). A checkpoint
 converts with
@@ -132,7 +134,8 @@ def _coding_buffers(module, rows):
 
 
 def _expected_entries(kind, num_filters, latent_filters):
-    """Every key of CompressAI's `kind` ("factorized" or "hyperprior") state dict, in its order, with its layout."""
+    """Every key of CompressAI's `kind` ("factorized", "hyperprior" or "meanscale") state dict, in its order, with
+    its layout."""
     n, m = num_filters, latent_filters
     entries = {}
     for i, (cin, cout) in enumerate(((3, n), (n, n), (n, n), (n, m))):
@@ -149,9 +152,14 @@ def _expected_entries(kind, num_filters, latent_filters):
     entries.update(_conv("h_a.0", n, m, 3))
     entries.update(_conv("h_a.2", n, n, 5))
     entries.update(_conv("h_a.4", n, n, 5))
-    entries.update(_deconv("h_s.0", n, n, 5))
-    entries.update(_deconv("h_s.2", n, n, 5))
-    entries.update(_conv("h_s.4", m, n, 3))
+    if kind == "meanscale":  # mbt2018-mean: h_s widens to 3M/2, then 2M channels (scales, then means)
+        entries.update(_deconv("h_s.0", n, m, 5))
+        entries.update(_deconv("h_s.2", m, m * 3 // 2, 5))
+        entries.update(_conv("h_s.4", 2 * m, m * 3 // 2, 3))
+    else:
+        entries.update(_deconv("h_s.0", n, n, 5))
+        entries.update(_deconv("h_s.2", n, n, 5))
+        entries.update(_conv("h_s.4", m, n, 3))
     entries.update(_entropy_bottleneck(n))
     entries.update(_gaussian_conditional())
     return entries
@@ -194,9 +202,15 @@ def _as_arrays(state_dict):
 
 
 def _model_kind(state_dict):
-    """"hyperprior" if the state dict has any hyperprior part (h_a, h_s, gaussian_conditional), else "factorized"."""
+    """"factorized" without any hyperprior part (h_a, h_s, gaussian_conditional); with one, "meanscale" if h_s's
+    last layer has twice as many outputs as y has channels (scales and means), else "hyperprior"."""
     hyper = ("h_a.", "h_s.", "gaussian_conditional.")
-    return "hyperprior" if any(str(key).startswith(hyper) for key in state_dict) else "factorized"
+    if not any(str(key).startswith(hyper) for key in state_dict):
+        return "factorized"
+    last, latent = state_dict.get("h_s.4.weight"), state_dict.get("g_a.6.weight")
+    if last is not None and latent is not None and last.ndim == 4 and latent.ndim == 4:
+        return "meanscale" if last.shape[0] == 2 * latent.shape[0] else "hyperprior"
+    return "hyperprior"
 
 
 def _filter_counts(arrays):
@@ -293,8 +307,8 @@ def compressai_medians(state_dict):
 
 
 def from_compressai(state_dict, lmbda=None, distortion="mse"):
-    """A tfhyper model (`FactorizedPrior` or `ScaleHyperprior`) with the weights of a CompressAI bmshj2018 state
-    dict.
+    """A tfhyper `FactorizedPrior`, `ScaleHyperprior` or `MeanScaleHyperprior` with the weights of a CompressAI
+    bmshj2018 (or mbt2018-mean) state dict.
 
     `state_dict` maps CompressAI's key names to arrays (numpy, or anything `np.asarray` accepts). The kind of model
     and N, M are read from the keys and shapes; a key that is unexpected, missing or of the wrong shape raises

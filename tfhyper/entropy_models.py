@@ -133,17 +133,21 @@ class GaussianConditional(keras.layers.Layer):
 
     sigma is lower-bounded at `scale_bound` (0.11, as in the references): narrower Gaussians would put
     almost all mass on 0 and make the rate gradient vanish. Evaluation uses eq. 11 on y_hat = round(y).
+    With a mean mu (the mean-scale hyperprior), y - mu takes y's place: y_hat = round(y - mu) + mu.
     """
 
     def __init__(self, scale_bound=paper.SCALE_BOUND, **kwargs):
         super().__init__(**kwargs)
         self.scale_bound = float(scale_bound)
 
-    def call(self, y, sigma, training=False):
+    def call(self, y, sigma, mu=None, training=False):
         """Returns (y~ or y_hat, likelihoods)."""
-        y_tilde = add_uniform_noise(y) if training else tf.round(y)
         sigma = bounded_scale(sigma, self.scale_bound)
-        return y_tilde, bound_likelihood(gaussian_likelihood(y_tilde, sigma))
+        if mu is None:
+            y_tilde = add_uniform_noise(y) if training else tf.round(y)
+            return y_tilde, bound_likelihood(gaussian_likelihood(y_tilde, sigma))
+        y_tilde = add_uniform_noise(y) if training else tf.round(y - mu) + mu
+        return y_tilde, bound_likelihood(gaussian_likelihood(y_tilde - mu, sigma))
 
     @staticmethod
     def segment(indexes, tables, means=None):

@@ -1,4 +1,4 @@
-"""h_s in integer-exact arithmetic, so that encoder and decoder pick the same coding table for every y.
+"""h_s in integer-exact arithmetic, so that encoder and decoder pick the same coding table (and mean) for every y.
 
 The decoder must rebuild sigma_hat = h_s(z_hat) (figure 3) to decode y. Evaluated in floating point,
 sigma_hat depends on the machine (BLAS, oneDNN, thread count, GPU): a last-bit difference that moves one
@@ -28,6 +28,9 @@ SUM_BITS = 51
 # Weights need some precision left: fan-ins up to 2^14 (N up to ~1800 for 3x3 kernels) leave 12 bits.
 MIN_WEIGHT_BITS = 12
 BIAS_LIMIT = 2.0**SUM_BITS
+# A leaky ReLU's slope in fixed point: 0.01 becomes 655 / 2^16 (0.009995), the same on every machine. Products
+# of a clamped activation (< 2^26) and the slope (< 2^17) stay far below 2^53.
+SLOPE_FRACTION = 16
 
 
 def _round_half_up(x):
@@ -53,7 +56,7 @@ def _fixed_point_weights(kernel, bias, weight_bits):
 class IntegerLayer:
     """One convolution (stride 1, 'same') or transposed convolution (stride 2, references' alignment)."""
 
-    def __init__(self, kernel, bias, transposed, relu):
+    def __init__(self, kernel, bias, transposed, relu, negative_slope=None):
         # kernel: (k, k, in, out) for convolutions; Keras' (k, k, out, in) for transposed ones.
         if transposed:
             kernel = np.transpose(kernel, (0, 1, 3, 2))
@@ -64,6 +67,15 @@ class IntegerLayer:
         self.kernel, self.bias, self.fraction = _fixed_point_weights(kernel, bias, weight_bits)
         self.transposed = transposed
         self.relu = relu
+        self.negative_slope = negative_slope  # a leaky ReLU's slope, applied after the clamp
+
+    @property
+    def negative_slope(self):
+        return self._slope_q
+
+    @negative_slope.setter
+    def negative_slope(self, slope):
+        self._slope_q = None if slope is None else _round_half_up(math.ldexp(float(slope), SLOPE_FRACTION))
 
     def __call__(self, x):
         """x: (H, W, in) integer-valued float64 at scale 2^ACTIVATION_FRACTION."""
@@ -74,7 +86,10 @@ class IntegerLayer:
         if self.relu:
             np.maximum(out, 0.0, out=out)
         limit = 2.0**ACTIVATION_BITS
-        return np.clip(out, -limit, limit, out=out)
+        np.clip(out, -limit, limit, out=out)
+        if self._slope_q is not None:
+            out = np.where(out < 0, _round_half_up(np.ldexp(out * self._slope_q, -SLOPE_FRACTION)), out)
+        return out
 
     def _same(self, x):
         k = self.kernel.shape[0]
@@ -100,7 +115,8 @@ class IntegerLayer:
 
 
 class IntegerHyperSynthesis:
-    """h_s of figure 4 on integer symbols of z, returning scale-table indexes for y (integer-exact).
+    """h_s of figure 4 on integer symbols of z, returning scale-table indexes for y (integer-exact), and for the
+    mean-scale hyperprior the means of y as well (`indexes_and_means`).
 
     Built from a trained hyperprior's h_s weights, the medians of z's density and the scale table.
     """
@@ -120,6 +136,9 @@ class IntegerHyperSynthesis:
         layers = []
         for block in model.h_s.layers:
             inner = getattr(block, "layers", None)
+            if isinstance(block, keras.layers.LeakyReLU):
+                layers[-1].negative_slope = block.negative_slope  # after the previous convolution
+                continue
             if inner is None:
                 layers[-1].relu = True  # the ReLU after the previous convolution
                 continue
@@ -147,3 +166,13 @@ class IntegerHyperSynthesis:
     def indexes(self, z_symbols, y_hw):
         """Coding-table index of every element of y (h_s's output is sigma)."""
         return self.scale_indexes(self.output_fixed_point(z_symbols, y_hw))
+
+    def indexes_and_means(self, z_symbols, y_hw, channels):
+        """(table indexes, float32 means) of y when h_s's output is sigma (first `channels`) then mu.
+
+        mu = mu_q / 2^ACTIVATION_FRACTION is exact in float64 and rounded to float32 by IEEE's rule, so it is the
+        same number on every machine.
+        """
+        out = self.output_fixed_point(z_symbols, y_hw)
+        means = np.ldexp(out[..., channels:], -ACTIVATION_FRACTION).astype(np.float32)
+        return self.scale_indexes(out[..., :channels]), means

@@ -3,10 +3,12 @@
     FactorizedPrior:      x -g_a-> y -Q-> y_hat -g_s-> x_hat;  y_hat coded with the factorized density (eq. 6)
     ScaleHyperprior:      additionally |y| -h_a-> z -Q-> z_hat -h_s-> sigma_hat; y_hat coded with N(0, sigma_hat^2)
                           convolved with a unit uniform (eq. 7, 11), z_hat with the factorized density (eq. 9)
+    MeanScaleHyperprior:  y -h_a-> z; h_s(z_hat) -> (sigma_hat, mu_hat); round(y - mu_hat) coded under
+                          N(0, sigma_hat^2) * U (Minnen et al. 2018, without the context model)
 
 Each class owns its coding (`LATENTS`, `latent_shapes`, `segment`): which latents a file holds, in which
 order, and with which tables, indexes and offsets; `codec` only packs, validates and calls it. `MODELS` maps
-the kinds' names ("factorized", "hyperprior") to the classes; `register` adds one.
+the kinds' names ("factorized", "hyperprior", "meanscale") to the classes; `register` adds one.
 
 Images are float32 NHWC in [0, 1], of any size: the input is padded to a multiple of 16 by repeating
 its border and the reconstruction is cropped back.
@@ -33,6 +35,8 @@ from tfhyper.transforms import (
     analysis_transform,
     hyper_analysis_transform,
     hyper_synthesis_transform,
+    mean_scale_hyper_analysis_transform,
+    mean_scale_hyper_synthesis_transform,
     synthesis_transform,
 )
 
@@ -362,7 +366,7 @@ class Hyperprior(CompressionModel):
         z = self.hyper_analysis(y)
         z_tilde, z_likelihoods = self.entropy_bottleneck(z, training=training)
         parameters = self.prior_parameters(z_tilde, tf.shape(y))
-        y_tilde, y_likelihoods = self.gaussian_conditional(y, parameters["sigma"], training=training)
+        y_tilde, y_likelihoods = self.gaussian_conditional(y, parameters["sigma"], parameters.get("mu"), training=training)
         return y_tilde, {"y": y_likelihoods, "z": z_likelihoods}
 
     def encoder_latents(self, x):
@@ -435,6 +439,37 @@ class ScaleHyperprior(Hyperprior):
     def y_segment(self, z_symbols, y_shape):
         indexes = self.integer_hyper_synthesis().indexes(z_symbols, y_shape[:2])
         return self.gaussian_conditional.segment(indexes, self.tables()["y"])
+
+
+@register("meanscale", file_kind=2, title="mean-scale hyperprior")
+class MeanScaleHyperprior(Hyperprior):
+    """The "mean & scale" hyperprior of Minnen, Ballé and Toderici 2018 (section 3, without the context model;
+    CompressAI's `MeanScaleHyperprior`, `mbt2018-mean`): h_a sees y itself, h_s predicts a mean mu as well as a
+    scale sigma for every element of y, and y is coded as round(y - mu) under N(0, sigma^2) * U(-1/2, 1/2).
+
+        h_a:  conv N 3x3/1, LeakyReLU, conv N 5x5/2, LeakyReLU, conv N 5x5/2
+        h_s:  deconv M 5x5/2, LeakyReLU, deconv 3M/2 5x5/2, LeakyReLU, conv 2M 3x3/1 -> (sigma, mu)
+
+    mu, like sigma's table indexes, comes from the integer-exact h_s, so encoder and decoder subtract and add
+    exactly the same value on any machine.
+    """
+
+    def hyper_transforms(self):
+        return (
+            mean_scale_hyper_analysis_transform(self.num_filters, self.latent_filters, initializer=self.initializer),
+            mean_scale_hyper_synthesis_transform(self.num_filters, self.latent_filters, initializer=self.initializer),
+        )
+
+    def hyper_analysis(self, y):
+        return tf.cast(self.h_a(y), tf.float32)
+
+    def prior_parameters(self, z_hat, y_shape):
+        out = tf.cast(self.h_s(z_hat)[:, : y_shape[1], : y_shape[2], :], tf.float32)
+        return {"sigma": out[..., : self.latent_filters], "mu": out[..., self.latent_filters :]}
+
+    def y_segment(self, z_symbols, y_shape):
+        indexes, means = self.integer_hyper_synthesis().indexes_and_means(z_symbols, y_shape[:2], self.latent_filters)
+        return self.gaussian_conditional.segment(indexes, self.tables()["y"], means)
 
 
 def _tables_to_arrays(tables):

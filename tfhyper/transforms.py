@@ -72,3 +72,36 @@ def hyper_synthesis_transform(num_filters, latent_filters, name="h_s", initializ
         ],
         name=name,
     )
+
+
+# The mean-scale hyperprior's pair (Minnen, Ballé, Toderici 2018; CompressAI's MeanScaleHyperprior). LeakyReLU's
+# slope is PyTorch's default, so that CompressAI's weights compute the same function here.
+LEAKY_RELU_SLOPE = 0.01
+
+
+def mean_scale_hyper_analysis_transform(num_filters, latent_filters, name="h_a", initializer="glorot_uniform"):
+    """h_a of the mean-scale hyperprior: y (not |y|) -> z, downsampling by 4."""
+    return keras.Sequential(
+        [
+            conv(num_filters, 3, 1, name="conv0", in_channels=latent_filters, initializer=initializer),
+            keras.layers.LeakyReLU(LEAKY_RELU_SLOPE),
+            conv(num_filters, 5, 2, name="conv1", in_channels=num_filters, initializer=initializer),
+            keras.layers.LeakyReLU(LEAKY_RELU_SLOPE),
+            conv(num_filters, 5, 2, name="conv2", in_channels=num_filters, initializer=initializer),
+        ],
+        name=name,
+    )
+
+
+def mean_scale_hyper_synthesis_transform(num_filters, latent_filters, name="h_s", initializer="glorot_uniform"):
+    """h_s of the mean-scale hyperprior: z_hat -> (sigma, mu) as 2M channels (M -> 3M/2 -> 2M), upsampling by 4."""
+    return keras.Sequential(
+        [
+            deconv(latent_filters, 5, 2, name="deconv0", initializer=initializer),
+            keras.layers.LeakyReLU(LEAKY_RELU_SLOPE),
+            deconv(latent_filters * 3 // 2, 5, 2, name="deconv1", initializer=initializer),
+            keras.layers.LeakyReLU(LEAKY_RELU_SLOPE),
+            conv(latent_filters * 2, 3, 1, name="conv2", in_channels=latent_filters * 3 // 2, initializer=initializer),
+        ],
+        name=name,
+    )
