@@ -219,6 +219,7 @@ def _decompress(args):
     model_spec, jobs = _jobs(args, (".tfh",), ".tfh files", ".png")
     _prepare(jobs, args)
     _start_tensorflow()
+    import tfhyper.models  # noqa: F401  (the model classes register the kinds a header may name)
     from tfhyper.codec import decompress
 
     loaded = {}
@@ -234,6 +235,9 @@ def run(args):
 
     if args.command == "info":
         data = _read_bytes(args.input)
+        _start_tensorflow()
+        import tfhyper.models  # noqa: F401  (the model classes register the kinds a header may name)
+
         header, sections = bitstream.unpack(data)
         print(bitstream.describe(header, sections, len(data)))
     elif args.command == "zoo":

@@ -143,6 +143,12 @@ class CompressionModel(keras.Model):
     def latent_likelihoods(self, y, training):
         raise NotImplementedError
 
+    def factorized_density(self, channels):
+        """The factorized prior of eq. 6 / 9 over `channels` channels (y of the factorized model, z of a hyperprior)."""
+        return EntropyBottleneck(
+            channels, self.density_filters, fixed_medians=self.fixed_medians, name="entropy_bottleneck", dtype="float32"
+        )
+
     # -- the loss of eq. 10 ---------------------------------------------------------------------------
     def rate_distortion(self, x, training):
         """Per-image terms of eq. 10: bits per pixel of y and z, distortion, and the reconstruction."""
@@ -306,13 +312,7 @@ class FactorizedPrior(CompressionModel):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.entropy_bottleneck = EntropyBottleneck(
-            self.latent_filters,
-            self.density_filters,
-            fixed_medians=self.fixed_medians,
-            name="entropy_bottleneck",
-            dtype="float32",
-        )
+        self.entropy_bottleneck = self.factorized_density(self.latent_filters)
 
     def latent_likelihoods(self, y, training):
         y_tilde, y_likelihoods = self.entropy_bottleneck(y, training=training)
@@ -342,13 +342,7 @@ class Hyperprior(CompressionModel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.h_a, self.h_s = self.hyper_transforms()
-        self.entropy_bottleneck = EntropyBottleneck(
-            self.num_filters,
-            self.density_filters,
-            fixed_medians=self.fixed_medians,
-            name="entropy_bottleneck",
-            dtype="float32",
-        )
+        self.entropy_bottleneck = self.factorized_density(self.num_filters)
         self.gaussian_conditional = GaussianConditional(name="gaussian_conditional", dtype="float32")
 
     def hyper_transforms(self):
