@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import evaluate
-from experiments.figures import METRICS, RATE_LABEL, MissingInput, codec_curves, draw_rd, model_curves
+from experiments.plotting import METRICS, RATE_LABEL, MissingInput, codec_curves, draw_rd, model_curves
 from tfhyper import analysis
 from tfhyper.losses import ms_ssim_uint8, psnr_uint8
 

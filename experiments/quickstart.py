@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from absl import app, flags
 
-from experiments import baselines, evaluate, figures, report, sweep
+from experiments import baselines, evaluate, figures, report, results, sweep
 
 FLAGS = flags.FLAGS
 # The cpu preset's recipe; its step count is replaced by one that fits the time budget (`steps_within`).
@@ -178,7 +178,7 @@ def main(argv):
     except ValueError as error:  # bad flags or images: one line
         sys.exit(f"quickstart: {error}")
     kodak = FLAGS.full and not FLAGS.images
-    rows, settings = figures.read_evaluations([evaluation])
+    rows, settings = results.read_evaluations([evaluation])
     command = " ".join(["python -m experiments.quickstart", *sys.argv[1:]])
     notes = [f"Command: `{command}`",
              f"Training: {len(configs)} models, {preset.steps} steps each of {preset.batch_size} crops of "
@@ -186,13 +186,13 @@ def main(argv):
              f"of the paper's, on {FLAGS.data or 'built-in synthetic dead-leaves images'}.",
              f"Images: {len(images)} ({', '.join(images)}). Total time {time.time() - start:.0f} s.",
              f"Sample files: {', '.join(f'samples/{n}.tfh ({b} bytes)' for n, b in samples)}."]
-    text = report.markdown_report(rows, settings, figures.read_rows(out / "baselines.csv"), published=kodak,
+    text = report.markdown_report(rows, settings, results.read_rows(out / "baselines.csv"), published=kodak,
                                   title="tfhyper quickstart report", notes=notes)
     from tfhyper.imageio import atomic_write_bytes
 
     atomic_write_bytes(out / "report.md", text.encode("utf-8"), force=True)
     where = "Kodak" if kodak else f"{len(images)} sample images"
-    figure = figures.figure5(rows, figures.read_rows(out / "baselines.csv"), settings, published=kodak,
+    figure = figures.figure5(rows, results.read_rows(out / "baselines.csv"), settings, published=kodak,
                              title=f"{where}, averaged over images (as paper Figure 5)")
     figures.save_figure(figure, out, "figure5")
     print(text)
