@@ -20,7 +20,8 @@ from tfhyper import paper, rd, reference  # noqa: E402
 from tfhyper.imageio import atomic_write_bytes  # noqa: E402
 from tfhyper.losses import ms_ssim_db  # noqa: E402
 
-# The paper's own curves that Figure 5 and the report compare ours with (top: squared-error models, bottom: the MS-SSIM ones).
+# The paper's own curves that Figure 5 and the report compare ours with (PSNR: the squared-error models, MS-SSIM:
+# those trained for it).
 PUBLISHED = {
     "psnr": ("balle-2018-iclr-opt-mse", "balle-2017-iclr-opt-mse", "bpg444", "jpeg420", "webp"),
     "msssim": ("balle-2018-iclr-opt-msssim", "balle-2017-iclr-opt-msssim", "bpg444", "jpeg420", "webp"),

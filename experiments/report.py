@@ -27,10 +27,12 @@ from experiments.results import read_evaluations, read_rows
 from tfhyper import rd
 from tfhyper.imageio import atomic_write_bytes
 
+
 def all_curves(evaluation_rows, settings, baseline_rows, metric, published=False):
     """label -> (bpp, value) for `metric` ("psnr" or "msssim"): ours, the codecs, and the paper's if asked."""
     column = plotting.METRICS[metric][0]
-    curves = {f"ours: {name}": curve for name, curve in plotting.model_curves(evaluation_rows, settings, column).items()}
+    ours = plotting.model_curves(evaluation_rows, settings, column)
+    curves = {f"ours: {name}": curve for name, curve in ours.items()}
     if baseline_rows:
         curves.update({f"{name} (measured)": curve
                        for name, curve in plotting.codec_curves(baseline_rows, column).items()})
