@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from absl import app, flags, logging
 
-from experiments import baselines as codecs, image_figures, results
+from experiments import cli, image_figures, inputs, results
 from experiments.plotting import (
     METRICS, PUBLISHED, RATE_LABEL, MissingInput, aggregate, capacity, codec_curves, draw_rd, model_curves,
     published_curves, save_figure,
@@ -339,14 +339,14 @@ def make_figures(selected, output_dir, evaluation=None, baselines=None, models=N
         if not models:
             raise MissingInput("it needs trained models (--models)")
         if "models" not in loaded:
-            loaded["models"] = image_figures.load_models(models)
+            loaded["models"] = inputs.load_models(models)
         return loaded["models"]
 
     def need_image(name):
         if not images:
             raise MissingInput("it needs the images (--images)")
         if "images" not in loaded:
-            loaded["images"] = codecs.load_images(images)
+            loaded["images"] = inputs.load_images(images)
         if name not in loaded["images"]:
             raise MissingInput(f"image {name} is not in {images}")
         return loaded["images"][name]
@@ -413,10 +413,8 @@ def define_flags():
     flags.DEFINE_list("per_image", [], "Other images (names in --images) to draw per-image figures for.")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    options = flags.FLAGS
+def main(options):
+    """Draw the selected --figures into --output_dir."""
     unknown = unknown_figures(options.figures)
     if unknown:
         raise app.UsageError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}, 12-35")
@@ -436,5 +434,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -20,9 +20,9 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from experiments import plotting
+from experiments import cli, plotting
 from experiments.results import read_evaluations, read_rows
 from tfhyper import rd
 from tfhyper.imageio import atomic_write_bytes
@@ -222,10 +222,8 @@ def define_flags():
     flags.mark_flag_as_required("evaluation")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    options = flags.FLAGS
+def main(options):
+    """Print the report, and write it to --output when given."""
     missing = [path for path in [*options.evaluation, options.baselines] if path and not pathlib.Path(path).is_file()]
     if missing:
         sys.exit(f"report: not found: {', '.join(missing)}")
@@ -241,5 +239,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

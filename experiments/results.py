@@ -5,8 +5,18 @@ An evaluation is a per-image CSV (one row per model and image) with a JSON besid
 holding each model's settings and means; the codecs' results are a per-image CSV of the same kind.
 """
 import csv
+import io
 import json
 import pathlib
+
+from tfhyper.imageio import OutputExistsError, atomic_write_bytes
+
+# The per-image evaluation CSV, one row per model and image (`experiments.evaluate` describes each column).
+EVALUATION_COLUMNS = ("model", "image", "height", "width", "bytes", "bpp", "bpp_y", "bpp_z", "bpp_estimated", "psnr",
+                      "ms_ssim", "ms_ssim_db", "encode_s", "decode_s")
+
+
+# --- reading -----------------------------------------------------------------------------------------------
 
 
 def read_rows(path):
@@ -50,3 +60,42 @@ def read_evaluations(paths):
         seen |= set(rename.values())
     return rows, settings
 
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+def write_csv(path, rows, columns):
+    """Write rows to a CSV file atomically (`tfhyper.imageio.atomic_write_bytes`), replacing an older one."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.getvalue().encode("utf-8"), force=True)
+
+
+def json_path(output):
+    """The JSON of settings and means beside the per-image CSV `output`."""
+    return pathlib.Path(output).with_suffix(".json")
+
+
+def check_outputs(output, overwrite):
+    """Refuse, before any work, to replace existing result files unless asked to."""
+    for path in (pathlib.Path(output), json_path(output)):
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def write_results(output, rows, summary, overwrite=False, **extra):
+    """The per-image CSV at `output` and the JSON beside it (settings, aggregates, `extra`), each atomically."""
+    check_outputs(output, overwrite)
+    document = {
+        "aggregation": "mean over the images per model, i.e. per lambda (appendix 6.4)",
+        "bpp_split": "file bits shared between y and z in proportion to their estimated bits",
+        "images": list(dict.fromkeys(row["image"] for row in rows)),
+        "models": summary,
+        **extra,
+    }
+    write_csv(output, rows, EVALUATION_COLUMNS)
+    atomic_write_bytes(json_path(output), json.dumps(document, indent=2).encode("utf-8"), force=True)

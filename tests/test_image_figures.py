@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 import tfhyper
-from experiments import image_figures, plotting
+from experiments import image_figures, inputs, plotting
 from tests.test_figures import _check_written, _run_cli, _write_csv, baseline_rows, evaluation_rows
 
 
@@ -32,7 +32,7 @@ def image_dir(tmp_path_factory, crops):
 
 @pytest.fixture(scope="module")
 def models(model_dir):
-    return image_figures.load_models(sorted(model_dir.glob("*.keras")))
+    return inputs.load_models(sorted(model_dir.glob("*.keras")))
 
 
 def test_models_are_chosen_by_class_distortion_and_rate(models):
