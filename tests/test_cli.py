@@ -89,5 +89,8 @@ def test_unknown_settings_are_refused():
         _defined(["steps", "epochs"])
 
 
-def test_importing_defines_no_flags():
-    assert not flags.FLAGS.flags_by_module_dict().get(cli.__name__)
+def test_the_flags_belong_to_the_program_that_defines_them():
+    # A program's --help lists its own module's flags only: flags filed under experiments.cli would go unlisted.
+    values = _defined(["steps"])
+    assert [flag.name for flag in values.flags_by_module_dict()[__name__]] == ["steps"]
+    assert not flags.FLAGS.flags_by_module_dict().get(cli.__name__)  # and importing cli defines none
