@@ -11,7 +11,6 @@ every column over the images sharing a setting, the paper's aggregation for PSNR
 
 writes the per-image rows to --output and the aggregated rows beside it (`baselines_aggregated.csv`).
 """
-import csv
 import dataclasses
 import io
 import pathlib
@@ -20,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image, features
 from tqdm import tqdm
 
@@ -29,14 +28,15 @@ try:
 except ImportError:  # Optional: only the HEVC baselines need it, and they are skipped without it.
     pillow_heif = None
 
+from experiments import cli
+from experiments.inputs import check_images, load_images
+from experiments.results import write_csv
 from tfhyper import rd
-from tfhyper.imageio import atomic_write_bytes, read_image
-from tfhyper.losses import MS_SSIM_MIN_SIDE, ms_ssim_db, ms_ssim_uint8, psnr_uint8
+from tfhyper.losses import ms_ssim_db, ms_ssim_uint8, psnr_uint8
 
 COLUMNS = ("codec", "quality", "image", "height", "width", "bytes", "bpp", "psnr", "ms_ssim", "ms_ssim_db",
            "encode_s", "decode_s")
 AGGREGATED_COLUMNS = ("codec", "quality", "images", "bpp", "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +191,7 @@ def run_baselines(images, codecs, qualities=None, progress=True):
     qualities: None for each codec's default sweep, a mapping codec -> settings, or one sequence for all codecs.
     Returns a list of dicts with keys COLUMNS, in codec, setting, image order.
     """
-    _check_images(images)
+    check_images(images)
     jobs = []
     for name in _runnable(codecs):
         jobs += [(name, quality, image) for quality in _settings(name, qualities) for image in images]
@@ -249,40 +249,7 @@ def _settings(name, qualities):
     raise ValueError("qualities must be None, a mapping codec -> settings, or a sequence of settings")
 
 
-def _check_images(images):
-    if not images:
-        raise ValueError("no images given")
-    for name, image in images.items():
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
-            raise ValueError(f"image {name!r} must be a uint8 array of shape (H, W, 3)")
-        if min(image.shape[:2]) < MS_SSIM_MIN_SIDE:
-            raise ValueError(f"image {name!r} is {image.shape[0]}x{image.shape[1]}; MS-SSIM needs at least "
-                             f"{MS_SSIM_MIN_SIDE} pixels per side")
-
-
 # --- files -------------------------------------------------------------------------------------------------
-
-
-def load_images(directory, limit=None):
-    """The images of `directory` (sorted by file name) as name -> uint8 RGB array, at most `limit` of them."""
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        raise ValueError(f"image folder not found: {directory}")
-    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    if not paths:
-        raise ValueError(f"no images in {directory}")
-    return {path.stem: read_image(path) for path in paths}
-
-
-def write_csv(path, rows, columns):
-    """Write rows to a CSV file atomically (`tfhyper.imageio.atomic_write_bytes`), replacing an older one."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.getvalue().encode("utf-8"), force=True)
 
 
 def aggregated_path(output):
@@ -305,10 +272,8 @@ def define_flags():
     flags.mark_flag_as_required("images")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    options = flags.FLAGS
+def main(options):
+    """Run --codecs on --images and write the per-image and aggregated CSVs."""
     try:
         qualities = [float(q) if "." in q else int(q) for q in options.qualities] if options.qualities else None
         images = load_images(options.images, options.limit)
@@ -322,5 +287,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

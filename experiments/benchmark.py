@@ -10,13 +10,11 @@ import time
 import numpy as np
 from absl import app, flags
 
-from tfhyper.models import MODELS
-
+from experiments import cli
 from tfhyper import paper
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "hyperprior", list(MODELS), "Model kind (tfhyper.models.MODELS): " + ", ".join(
-    f"{kind} ({cls.TITLE})" for kind, cls in MODELS.items()) + ".")
+cli.define_run_flags(["model"])  # as experiments.train has it
 flags.DEFINE_integer("num_filters", 128, "N of figure 4.")
 flags.DEFINE_integer("latent_filters", 192, "M of figure 4.")
 flags.DEFINE_integer("batch_size", paper.BATCH_SIZE, "Crops per step (paper: 8).")

@@ -12,8 +12,7 @@ A program that prints figures, not a test: wall-clock time depends on the machin
 import numpy as np
 from absl import app, flags
 
-from tfhyper.models import MODELS
-
+from experiments import cli
 from experiments.timing import median_seconds
 from tfhyper import paper
 
@@ -23,8 +22,7 @@ flags.DEFINE_integer("patch_size", paper.PATCH_SIZE, "Crop size (paper: 256).")
 flags.DEFINE_integer("batch_size", paper.BATCH_SIZE, "Crops per batch (paper: 8).")
 flags.DEFINE_integer("batches", 20, "Batches drawn per timed pass of the pipeline.")
 flags.DEFINE_integer("repeats", 5, "Timed passes; medians are reported.")
-flags.DEFINE_enum("model", "hyperprior", list(MODELS), "Model kind (tfhyper.models.MODELS): " + ", ".join(
-    f"{kind} ({cls.TITLE})" for kind, cls in MODELS.items()) + ".")
+cli.define_run_flags(["model"])  # as experiments.train has it
 flags.DEFINE_integer("num_filters", 128, "N of figure 4.")
 flags.DEFINE_integer("latent_filters", 192, "M of figure 4.")
 flags.DEFINE_integer("steps", 10, "Training steps per timed pass in the waiting-share measurement (0: skip it).")

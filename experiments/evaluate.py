@@ -24,7 +24,6 @@ lambda, distortion, fingerprint) and aggregates. Images come from --images, else
 downloaded once into --cache_dir, each file checked against its md5.
 """
 import hashlib
-import json
 import os
 import pathlib
 import sys
@@ -32,19 +31,19 @@ import time
 import urllib.error
 import urllib.request
 
-from absl import app, flags
+from absl import flags
 from tqdm import tqdm
 
-from experiments import baselines
-from tfhyper import codec, coder, rd, zoo
-from tfhyper.imageio import OutputExistsError, atomic_write_bytes
+from experiments import cli
+from experiments.inputs import check_images, load_images, load_models
+from experiments.results import EVALUATION_COLUMNS, check_outputs, json_path, write_results
+from tfhyper import codec, coder, rd
+from tfhyper.imageio import atomic_write_bytes
 from tfhyper.losses import ms_ssim_db, ms_ssim_uint8, psnr_uint8
-from tfhyper.models import CompressionModel, IncompatibleModelError, load_model
+from tfhyper.models import CompressionModel
 
-COLUMNS = ("model", "image", "height", "width", "bytes", "bpp", "bpp_y", "bpp_z", "bpp_estimated", "psnr", "ms_ssim",
-           "ms_ssim_db", "encode_s", "decode_s")
+COLUMNS = EVALUATION_COLUMNS  # the keys of the rows `evaluate_models` returns
 AGGREGATED_COLUMNS = COLUMNS[5:]
-MODEL_FILE = "model.keras"  # what `tfhyper.training.train` leaves in a finished run directory
 
 # The Kodak Lossless True Color Image Suite (Eastman Kodak, 1993), the paper's test set (section 4.2), from its
 # public home. Plain HTTP is what that site serves; the md5 of every file is checked before it is kept.
@@ -137,7 +136,7 @@ def evaluate_models(models, images, progress=True):
     for name, model in models.items():
         if not isinstance(model, CompressionModel):
             raise ValueError(f"model {name!r} is a {type(model).__name__}, not a tfhyper model")
-    baselines._check_images(images)
+    check_images(images)
     jobs = [(model, image) for model in models for image in images]
     rows, warm = [], set()
     for model, image in tqdm(jobs, desc="evaluate", unit="image", disable=not progress):
@@ -228,61 +227,10 @@ def download_kodak(cache_dir, fetch=fetch_url, progress=True):
 def resolve_images(images_dir=None, kodak_dir=None, cache_dir=None, limit=None, progress=True):
     """name -> uint8 image: from `images_dir`, else `kodak_dir`, else the Kodak set downloaded into `cache_dir`."""
     folder = images_dir or kodak_dir or download_kodak(cache_dir or default_cache_dir(), progress=progress)
-    return baselines.load_images(folder, limit)
+    return load_images(folder, limit)
 
 
-# --- models and result files -------------------------------------------------------------------------------
-
-
-def load_models(paths):
-    """name -> model for saved `.keras` files (named by file stem), run directories (named by directory) and zoo
-    models `zoo:NAME` (named NAME; downloaded and converted once, see `tfhyper.zoo`)."""
-    models = {}
-    for given in paths:
-        path = zoo.resolve(given)
-        name = zoo.model_name(given) or (path.name if path.is_dir() else path.stem)
-        file = path / MODEL_FILE if path.is_dir() else path
-        if not file.is_file():
-            if path.is_dir():
-                raise ValueError(f"model {path} has no {MODEL_FILE} (has its training finished?)")
-            raise ValueError(f"model {path} not found")
-        if name in models:
-            raise ValueError(f"two models are named {name!r}; rename one of them")
-        try:
-            model = load_model(file)
-        except IncompatibleModelError:
-            raise
-        except (ValueError, OSError, TypeError, KeyError):
-            raise ValueError(f"{file} is not a saved tfhyper model") from None
-        if not isinstance(model, CompressionModel):
-            raise ValueError(f"{file} holds a {type(model).__name__}, not a tfhyper model")
-        models[name] = model
-    return models
-
-
-def json_path(output):
-    return pathlib.Path(output).with_suffix(".json")
-
-
-def check_outputs(output, overwrite):
-    """Refuse, before any work, to replace existing result files unless asked to."""
-    for path in (pathlib.Path(output), json_path(output)):
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-
-
-def write_results(output, rows, summary, overwrite=False, **extra):
-    """The per-image CSV at `output` and the JSON beside it (settings, aggregates, `extra`), each atomically."""
-    check_outputs(output, overwrite)
-    document = {
-        "aggregation": "mean over the images per model, i.e. per lambda (appendix 6.4)",
-        "bpp_split": "file bits shared between y and z in proportion to their estimated bits",
-        "images": list(dict.fromkeys(row["image"] for row in rows)),
-        "models": summary,
-        **extra,
-    }
-    baselines.write_csv(output, rows, COLUMNS)
-    atomic_write_bytes(json_path(output), json.dumps(document, indent=2).encode("utf-8"), force=True)
+# --- the table ---------------------------------------------------------------------------------------------
 
 
 def format_table(summary):
@@ -321,10 +269,8 @@ def define_flags():
     flags.mark_flag_as_required("models")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    options = flags.FLAGS
+def main(options):
+    """Evaluate --models on the images and write the results files."""
     try:
         check_outputs(options.output, options.overwrite)
         models = load_models(options.models)
@@ -339,5 +285,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -11,12 +11,16 @@
 
 Models are chosen by their settings (`evaluate.model_settings`): class, distortion and lambda. Every number in a
 caption is measured here on the real file `tfhyper.compress` writes (`tfhyper.analysis.explore`).
+
+This module has no command line of its own: `python -m experiments.figures --figures=2,6,12-35` draws these.
 """
+import sys
+
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments import evaluate
-from experiments.figures import METRICS, RATE_LABEL, MissingInput, codec_curves, draw_rd, model_curves
+from experiments import cli
+from experiments.plotting import METRICS, RATE_LABEL, MissingInput, codec_curves, draw_rd, model_curves
 from tfhyper import analysis
 from tfhyper.losses import ms_ssim_uint8, psnr_uint8
 
@@ -162,6 +166,11 @@ def per_image_figure(name, image, evaluation_rows=None, baseline_rows=None, sett
     return figure
 
 
-def load_models(paths):
-    """name -> model for `--models` (saved .keras files or run directories), as `experiments.evaluate` names them."""
-    return evaluate.load_models(paths) if paths else {}
+def main(options):
+    """Point to the command line that draws these figures."""
+    del options
+    sys.exit("image_figures: these figures are drawn by python -m experiments.figures --figures=2,6,12-35")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -28,11 +28,11 @@ import time
 
 import keras
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from experiments import baselines, evaluate, figures, report, sweep
+from experiments import baselines, cli, evaluate, figures, report, results, sweep
+from experiments.inputs import MODEL_FILE
 
-FLAGS = flags.FLAGS
 # The cpu preset's recipe; its step count is replaced by one that fits the time budget (`steps_within`).
 QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200)
 SCHEDULE_FILE = "schedule.json"
@@ -44,7 +44,7 @@ SAMPLE_SIDE = 256  # synthetic sample images: large enough for MS-SSIM's five sc
 SAMPLE_COUNT = 4
 SAMPLE_SEED = 2018
 
-flags.DEFINE_string("data", None, "Training images (folder, glob or tfds:NAME); default: built-in synthetic images.")
+cli.define_run_flags(["data"])
 flags.DEFINE_bool("full", False, f"Train longer (the sweep's cpu preset, {sweep.PRESETS['cpu'].steps} steps per "
                   "model) and evaluate on Kodak (--kodak, or downloaded once when online).")
 flags.DEFINE_integer("steps", None, "Training steps per model (default: as many as fit in --training_minutes; "
@@ -78,7 +78,7 @@ def write_sample_files(models_dir, images, out):
     runs = sorted(pathlib.Path(models_dir).glob("hyperprior-*"), key=lambda p: int(p.name.rsplit("q", 1)[1]))
     if not runs:
         return []
-    model = tfhyper.load_model(runs[-1] / evaluate.MODEL_FILE)
+    model = tfhyper.load_model(runs[-1] / MODEL_FILE)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, image in images.items():
@@ -146,53 +146,52 @@ def schedule(out, configs, budget_minutes):
     return steps
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    out = pathlib.Path(FLAGS.output_dir)
-    preset = sweep.PRESETS["cpu"] if FLAGS.full else QUICK
-    preset = sweep.with_overrides(preset, steps=FLAGS.steps)
+def main(options):
+    """Train, evaluate, run the codecs, and write the report and the plot into --output_dir."""
+    out = pathlib.Path(options.output_dir)
+    preset = sweep.PRESETS["cpu"] if options.full else QUICK
+    preset = sweep.with_overrides(preset, steps=options.steps)
     start = time.time()
     try:
-        qualities = [int(q) for q in FLAGS.qualities]
-        configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, FLAGS.data)
-        if FLAGS.full or FLAGS.images:
-            images = evaluate.resolve_images(FLAGS.images, FLAGS.kodak, FLAGS.cache_dir, FLAGS.limit)
+        qualities = [int(q) for q in options.qualities]
+        configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, options.data)
+        if options.full or options.images:
+            images = evaluate.resolve_images(options.images, options.kodak, options.cache_dir, options.limit)
         else:
             images = sample_images()
         out.mkdir(parents=True, exist_ok=True)
-        if not FLAGS.full and FLAGS.steps is None:
-            preset = sweep.with_overrides(preset, steps=schedule(out, configs, FLAGS.training_minutes))
-            configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, FLAGS.data)
+        if not options.full and options.steps is None:
+            preset = sweep.with_overrides(preset, steps=schedule(out, configs, options.training_minutes))
+            configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, options.data)
         print(f"training {len(configs)} models ({preset.steps} steps each) into {out / 'runs'}", flush=True)
         rows, summary, failures = sweep.run_sweep(configs, out / "runs", images)
         trained = time.time()
         print(f"trained and evaluated in {trained - start:.0f} s", flush=True)
         evaluation = out / "evaluation.csv"
-        evaluate.write_results(evaluation, rows, summary, overwrite=True, failures=failures,
-                               preset_settings=dataclasses.asdict(preset))
+        results.write_results(evaluation, rows, summary, overwrite=True, failures=failures,
+                              preset_settings=dataclasses.asdict(preset))
         samples = write_sample_files(out / "runs", images, out / "samples")
         print(f"codecs on {len(images)} images ...", flush=True)
-        codec_rows = baselines.run_baselines(images, FLAGS.codecs)
-        baselines.write_csv(out / "baselines.csv", codec_rows, baselines.COLUMNS)
+        codec_rows = baselines.run_baselines(images, options.codecs)
+        results.write_csv(out / "baselines.csv", codec_rows, baselines.COLUMNS)
     except ValueError as error:  # bad flags or images: one line
         sys.exit(f"quickstart: {error}")
-    kodak = FLAGS.full and not FLAGS.images
-    rows, settings = figures.read_evaluations([evaluation])
+    kodak = options.full and not options.images
+    rows, settings = results.read_evaluations([evaluation])
     command = " ".join(["python -m experiments.quickstart", *sys.argv[1:]])
     notes = [f"Command: `{command}`",
              f"Training: {len(configs)} models, {preset.steps} steps each of {preset.batch_size} crops of "
              f"{preset.patch_size}x{preset.patch_size}, Adam {preset.learning_rate:g}, N and M x{preset.filter_scale:g} "
-             f"of the paper's, on {FLAGS.data or 'built-in synthetic dead-leaves images'}.",
+             f"of the paper's, on {options.data or 'built-in synthetic dead-leaves images'}.",
              f"Images: {len(images)} ({', '.join(images)}). Total time {time.time() - start:.0f} s.",
              f"Sample files: {', '.join(f'samples/{n}.tfh ({b} bytes)' for n, b in samples)}."]
-    text = report.markdown_report(rows, settings, figures.read_rows(out / "baselines.csv"), published=kodak,
+    text = report.markdown_report(rows, settings, results.read_rows(out / "baselines.csv"), published=kodak,
                                   title="tfhyper quickstart report", notes=notes)
     from tfhyper.imageio import atomic_write_bytes
 
     atomic_write_bytes(out / "report.md", text.encode("utf-8"), force=True)
     where = "Kodak" if kodak else f"{len(images)} sample images"
-    figure = figures.figure5(rows, figures.read_rows(out / "baselines.csv"), settings, published=kodak,
+    figure = figures.figure5(rows, results.read_rows(out / "baselines.csv"), settings, published=kodak,
                              title=f"{where}, averaged over images (as paper Figure 5)")
     figures.save_figure(figure, out, "figure5")
     print(text)
@@ -202,4 +201,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -3,7 +3,7 @@ r"""A results report: our models and the codecs measured in the same run, with B
     python -m experiments.report --evaluation=runs/cpu/results.csv --baselines=results/baselines.csv \
         --published --output=results/report.md
 
-For every curve of our models ("family": class, distortion and capacity, as in `experiments.figures`) the report
+For every curve of our models ("family": class, distortion and capacity, as in `experiments.plotting`) the report
 gives one row per model (means over the images of bpp from the real files, bpp of z, PSNR, MS-SSIM) and, for
 each family (hyperpriors first), its BD-rate against every other curve: our other families, each codec, and with
 --published the paper's own curves (`tfhyper.reference`, meaningful on Kodak only). BD-rates are computed on the
@@ -20,29 +20,25 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from experiments import figures
+from experiments import cli, plotting
+from experiments.results import read_evaluations, read_rows
 from tfhyper import rd
 from tfhyper.imageio import atomic_write_bytes
-
-# The paper's curves ours are compared with when --published is given (PSNR and MS-SSIM names).
-PUBLISHED_ANCHORS = {
-    "psnr": ("balle-2018-iclr-opt-mse", "balle-2017-iclr-opt-mse", "bpg444", "jpeg420", "webp"),
-    "msssim": ("balle-2018-iclr-opt-msssim", "balle-2017-iclr-opt-msssim", "bpg444", "jpeg420", "webp"),
-}
 
 
 def all_curves(evaluation_rows, settings, baseline_rows, metric, published=False):
     """label -> (bpp, value) for `metric` ("psnr" or "msssim"): ours, the codecs, and the paper's if asked."""
-    column = figures.METRICS[metric][0]
-    curves = {f"ours: {name}": curve for name, curve in figures.model_curves(evaluation_rows, settings, column).items()}
+    column = plotting.METRICS[metric][0]
+    ours = plotting.model_curves(evaluation_rows, settings, column)
+    curves = {f"ours: {name}": curve for name, curve in ours.items()}
     if baseline_rows:
         curves.update({f"{name} (measured)": curve
-                       for name, curve in figures.codec_curves(baseline_rows, column).items()})
+                       for name, curve in plotting.codec_curves(baseline_rows, column).items()})
     if published:
         curves.update({f"paper: {name}": curve
-                       for name, curve in figures.published_curves(PUBLISHED_ANCHORS[metric], metric).items()})
+                       for name, curve in plotting.published_curves(plotting.PUBLISHED[metric], metric).items()})
     return curves
 
 
@@ -118,7 +114,7 @@ def model_table(rows, settings):
         entry = settings.get(name, {})
         mean = {key: sum(row[key] for row in own) / len(own) for key in ("bpp", "bpp_z", "psnr", "ms_ssim",
                                                                          "ms_ssim_db")}
-        lines.append(f"| {name} | {figures.family(name, settings)} | {entry.get('N', '')} | {entry.get('M', '')} | "
+        lines.append(f"| {name} | {plotting.family(name, settings)} | {entry.get('N', '')} | {entry.get('M', '')} | "
                      f"{entry.get('lambda', '')} | {mean['bpp']:.4f} | {mean['bpp_z']:.4f} | {mean['psnr']:.2f} | "
                      f"{mean['ms_ssim']:.4f} | {mean['ms_ssim_db']:.2f} |")
     return "\n".join(lines)
@@ -127,8 +123,8 @@ def model_table(rows, settings):
 def codec_table(rows):
     """Markdown table, one row per codec: its settings' range of mean bpp, PSNR and MS-SSIM (dB)."""
     lines = ["| codec | settings | bpp | PSNR (dB) | MS-SSIM (dB) |", "|---|---:|---|---|---|"]
-    msssim_curves = figures.codec_curves(rows, "ms_ssim_db")
-    for name, (bpp, psnr) in figures.codec_curves(rows, "psnr").items():
+    msssim_curves = plotting.codec_curves(rows, "ms_ssim_db")
+    for name, (bpp, psnr) in plotting.codec_curves(rows, "psnr").items():
         msssim = msssim_curves[name][1]
         lines.append(f"| {name} | {len(bpp)} | {bpp.min():.3f} - {bpp.max():.3f} | {psnr.min():.2f} - "
                      f"{psnr.max():.2f} | {msssim.min():.2f} - {msssim.max():.2f} |")
@@ -142,7 +138,7 @@ def equal_rate_table(evaluation_rows, settings, baseline_rows, column="psnr"):
     model outside the codec's rate range gets "-". Unlike a BD-rate this needs no curve of ours, so it also
     reads models whose curves are not yet monotone.
     """
-    codecs = figures.codec_curves(baseline_rows, column)
+    codecs = plotting.codec_curves(baseline_rows, column)
     lines = ["| model | " + " | ".join(codecs) + " |", "|---|" + "---:|" * len(codecs)]
     by_model = {}
     for row in evaluation_rows:
@@ -168,7 +164,7 @@ def bd_table(evaluation_rows, settings, baseline_rows, published=False):
               for metric in ("psnr", "msssim")}
     tests = [label for label in tables["psnr"] if label.startswith("ours:") and "Hyperprior" in label]
     if not tests:  # without settings, a hyperprior is a curve whose rows code z
-        coded_z = {figures.family(row["model"], settings) for row in evaluation_rows if row["bpp_z"] > 0}
+        coded_z = {plotting.family(row["model"], settings) for row in evaluation_rows if row["bpp_z"] > 0}
         tests = [f"ours: {name}" for name in sorted(coded_z)]
     # Then our other curves (the factorized prior against the codecs and the paper's own factorized model).
     tests += [label for label in tables["psnr"] if label.startswith("ours:") and label not in tests]
@@ -226,15 +222,13 @@ def define_flags():
     flags.mark_flag_as_required("evaluation")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    options = flags.FLAGS
+def main(options):
+    """Print the report, and write it to --output when given."""
     missing = [path for path in [*options.evaluation, options.baselines] if path and not pathlib.Path(path).is_file()]
     if missing:
         sys.exit(f"report: not found: {', '.join(missing)}")
-    rows, settings = figures.read_evaluations(options.evaluation)
-    baseline_rows = figures.read_rows(options.baselines) if options.baselines else None
+    rows, settings = read_evaluations(options.evaluation)
+    baseline_rows = read_rows(options.baselines) if options.baselines else None
     text = markdown_report(rows, settings, baseline_rows, options.published, options.title)
     print(text)
     if options.output:
@@ -245,5 +239,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

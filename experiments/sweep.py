@@ -50,16 +50,20 @@ import json
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from experiments import evaluate
+from experiments import cli, evaluate, results
+from experiments.inputs import MODEL_FILE
 from tfhyper import paper
 from tfhyper.imageio import atomic_write_bytes
 from tfhyper.losses import MS_SSIM_MIN_SIDE
 from tfhyper.models import DISTORTIONS, MODELS
+from tfhyper.training import model_kinds
 
 KINDS = ("hyperprior", "factorized")  # the paper's two (section 4.1's 32 models); any kind of MODELS may be chosen
 QUALITIES = tuple(paper.QUALITIES)
+# The settings of `tfhyper.training.RunConfig` that --flags of the same names set instead of the preset.
+OVERRIDES = ("steps", "learning_rate", "learning_rate_decay", "patch_size", "batch_size", "checkpoint_every")
 EVALUATION_FILE = "evaluation.json"
 RESULTS_FILE = "results.csv"
 
@@ -201,7 +205,7 @@ def run_sweep(configs, root, images=None, progress=True, extra_callbacks=()):
     rows, summary, failures = [], {}, {}
     for position, (name, config) in enumerate(configs.items(), 1):
         run_dir = pathlib.Path(root) / name
-        state = "trained already" if (run_dir / evaluate.MODEL_FILE).exists() else "training"
+        state = "trained already" if (run_dir / MODEL_FILE).exists() else "training"
         print(f"[{position}/{len(configs)}] {name}: {state}", flush=True)
         try:
             model, _ = train(config, run_dir, verbose=1 if progress else 0, extra_callbacks=extra_callbacks)
@@ -223,22 +227,16 @@ def define_flags():
     """The command line's flags; defined on demand so that importing this module adds none to other programs."""
     flags.DEFINE_enum("preset", None, list(PRESETS), "Training schedule: paper (section 4.1, for a GPU), cpu "
                       "(all 32 models in hours on 2 cores), test (seconds; checks the machinery).")
-    flags.DEFINE_list("models", list(KINDS), "Model kinds, default the paper's two; any of " + ", ".join(
-        f"{kind} ({cls.TITLE})" for kind, cls in MODELS.items()) + ".")
+    flags.DEFINE_list("models", list(KINDS), f"Model kinds, default the paper's two; any of "
+                      f"{cli.described(model_kinds())}.")
     flags.DEFINE_list("distortions", list(DISTORTIONS), "Distortions D of eq. 10: mse, ms-ssim.")
     flags.DEFINE_list("qualities", [str(q) for q in QUALITIES], "The paper's rate points 1..8 (N, M and lambda).")
-    flags.DEFINE_string("data", None, "Training images: a folder, a glob, or tfds:NAME[:split]. "
-                        "Default: built-in synthetic images.")
+    cli.define_run_flags(["data"])
     flags.DEFINE_string("root", None, "Folder of the run directories, one per model (e.g. ROOT/hyperprior-mse-q4).")
     flags.DEFINE_string("output", None, f"Per-image results CSV; a JSON goes beside it (default: ROOT/{RESULTS_FILE}).")
     flags.DEFINE_bool("evaluate", True, "Evaluate the trained models on Kodak and write the results table.")
-    flags.DEFINE_integer("steps", None, "Overrides the preset's training steps.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", None, "Overrides the preset's Adam learning rate.", lower_bound=0)
-    flags.DEFINE_enum("learning_rate_decay", None, ["none", "cosine"], "Overrides the preset's learning-rate "
-                      "schedule: none (constant), cosine (down to a hundredth of it at the last step).")
-    flags.DEFINE_integer("patch_size", None, "Overrides the preset's crop size (all models).", lower_bound=16)
-    flags.DEFINE_integer("batch_size", None, "Overrides the preset's batch size (all models).", lower_bound=1)
-    flags.DEFINE_integer("checkpoint_every", None, "Overrides the preset's steps between checkpoints.", lower_bound=1)
+    cli.define_run_flags(OVERRIDES, default=None, help_text="{help} Default: the preset's (for every model).",
+                         bounds={"learning_rate": {"lower_bound": 0}})
     flags.DEFINE_float("filter_scale", None, "Overrides the preset's factor on the paper's N and M.", lower_bound=0)
     evaluate.define_image_flags()
     flags.mark_flag_as_required("preset")
@@ -252,15 +250,12 @@ def _qualities(values):
         raise ValueError(f"qualities are integers 1..8, got {','.join(values)}") from None
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    options = flags.FLAGS
+def main(options):
+    """Train, evaluate and tabulate the selected models (the command line of this module's docstring)."""
     output = options.output or pathlib.Path(options.root) / RESULTS_FILE
     try:
-        preset = with_overrides(PRESETS[options.preset], options.steps, options.learning_rate, options.patch_size,
-                                options.batch_size, options.checkpoint_every, options.filter_scale,
-                                options.learning_rate_decay)
+        preset = with_overrides(PRESETS[options.preset], filter_scale=options.filter_scale,
+                                **{name: options[name].value for name in OVERRIDES})
         configs = sweep_configs(preset, options.models, options.distortions, _qualities(options.qualities),
                                 options.data)
         # Images first: a missing Kodak set is reported before hours of training, not after.
@@ -269,17 +264,16 @@ def main(argv):
             images = evaluate.resolve_images(None, options.kodak, options.cache_dir, options.limit)
         rows, summary, failures = run_sweep(configs, options.root, images)
         if rows:
-            evaluate.write_results(output, rows, summary, overwrite=True, preset=options.preset,
-                                   preset_settings=dataclasses.asdict(preset), failures=failures)
+            results.write_results(output, rows, summary, overwrite=True, preset=options.preset,
+                                  preset_settings=dataclasses.asdict(preset), failures=failures)
     except (ValueError, OSError) as error:  # Bad flags, folders, run settings or destinations: one line.
         sys.exit(f"sweep: {error}")
     if rows:
         print(evaluate.format_table(summary))
-        print(f"wrote {output} and {evaluate.json_path(output)}")
+        print(f"wrote {output} and {results.json_path(output)}")
     if failures:
         sys.exit(f"sweep: training diverged for {', '.join(failures)}")
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 import tfhyper
-from experiments import evaluate
+from experiments import evaluate, inputs, results
 from tfhyper import losses
 from tfhyper.training import RunConfig, train
 
@@ -156,12 +156,12 @@ def test_bad_models_are_one_clear_error(crops, run_dirs, tmp_path):
         evaluate.evaluate_models({"x": object()}, crops, progress=False)
     (tmp_path / "unfinished").mkdir()
     with pytest.raises(ValueError, match="has no model.keras"):
-        evaluate.load_models([tmp_path / "unfinished"])
+        inputs.load_models([tmp_path / "unfinished"])
     (tmp_path / "junk.keras").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="junk.keras is not a saved tfhyper model"):
-        evaluate.load_models([tmp_path / "junk.keras"])
+        inputs.load_models([tmp_path / "junk.keras"])
     with pytest.raises(ValueError, match="two models are named 'model'"):
-        evaluate.load_models([run_dirs["hyperprior"] / "model.keras", run_dirs["factorized"] / "model.keras"])
+        inputs.load_models([run_dirs["hyperprior"] / "model.keras", run_dirs["factorized"] / "model.keras"])
 
 
 # --- the Kodak set -----------------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_cli_writes_rows_and_settings_and_keeps_existing_results(models, crops, 
     for row in written:
         data = tfhyper.compress(names[row["model"]], crops[row["image"]])
         assert int(row["bytes"]) == len(data) and float(row["bpp"]) == 8 * len(data) / SIDE**2
-    document = json.loads(evaluate.json_path(output).read_text())
+    document = json.loads(results.json_path(output).read_text())
     assert document["images"] == ["kodim05", "kodim23"]
     assert document["models"]["hyperprior"]["settings"]["class"] == "ScaleHyperprior"
     assert document["models"]["model"]["settings"]["class"] == "FactorizedPrior"

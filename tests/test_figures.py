@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import figures
+from experiments import figures, plotting, results
+from tfhyper.losses import ms_ssim_db
 from tests.conftest import REPO
 
 IMAGES = ("kodim01", "kodim02")
@@ -32,7 +33,7 @@ def _quality(bpp, psnr, offset):
     """Plausible per-image numbers: images differ by a fixed offset so that means are known exactly."""
     ms_ssim = 1 - 10 ** (-(psnr - 14 + offset) / 10)
     return {"bpp": bpp + 0.1 * offset, "psnr": psnr + offset, "ms_ssim": ms_ssim,
-            "ms_ssim_db": float(figures.ms_ssim_db(ms_ssim))}
+            "ms_ssim_db": float(ms_ssim_db(ms_ssim))}
 
 
 def evaluation_rows():
@@ -80,14 +81,14 @@ def _check_written(paths):
 def test_rd_figures_are_written(inputs, tmp_path, number):
     evaluation, baselines = inputs
     draw = getattr(figures, f"figure{number}")
-    rows = figures.read_rows(evaluation)
-    figure = draw(rows, figures.read_rows(baselines)) if number != "7" else draw(rows)
-    _check_written(figures.save_figure(figure, tmp_path / "out", f"figure{number}"))
+    rows = results.read_rows(evaluation)
+    figure = draw(rows, results.read_rows(baselines)) if number != "7" else draw(rows)
+    _check_written(plotting.save_figure(figure, tmp_path / "out", f"figure{number}"))
 
 
 def test_model_curves_mean_over_images_per_family():
     """Appendix 6.4: one point per model, the mean of bpp and PSNR over its images, grouped by family."""
-    curves = figures.model_curves(evaluation_rows(), {}, "psnr")
+    curves = plotting.model_curves(evaluation_rows(), {}, "psnr")
     assert set(curves) == set(MODELS)
     bpp, psnr = curves["hyperprior-mse"]
     np.testing.assert_allclose(bpp, np.array(MODELS["hyperprior-mse"][0]) + 0.05)
@@ -101,15 +102,15 @@ def test_family_comes_from_evaluate_settings(inputs):
               for name, cls in (("hyperprior-mse", "ScaleHyperprior"), ("factorized-mse", "FactorizedPrior"))
               for q in (1, 2, 3)}
     evaluation.with_suffix(".json").write_text(json.dumps({"models": models}))
-    settings = figures.read_settings(evaluation)
-    curves = figures.model_curves(figures.read_rows(evaluation), settings, "psnr")
+    settings = results.read_settings(evaluation)
+    curves = plotting.model_curves(results.read_rows(evaluation), settings, "psnr")
     assert set(curves) == {"ScaleHyperprior (mse)", "FactorizedPrior (mse)"}
-    assert set(figures.hyperprior_curves(figures.read_rows(evaluation), settings)) == {"ScaleHyperprior (mse)"}
+    assert set(figures.hyperprior_curves(results.read_rows(evaluation), settings)) == {"ScaleHyperprior (mse)"}
 
 
 def test_figure7_needs_hyperprior_rows():
     rows = [row for row in evaluation_rows() if row["bpp_z"] == 0]
-    with pytest.raises(figures.MissingInput, match="hyperprior"):
+    with pytest.raises(plotting.MissingInput, match="hyperprior"):
         figures.figure7(rows)
 
 
@@ -127,7 +128,7 @@ def test_figure8_fit_approaches_the_mixture(tmp_path):
     mass = data["truth"] > 0.02
     assert np.max(np.abs(np.log(data["fit"][mass] / data["truth"][mass]))) < 0.7
     assert abs(np.trapezoid(data["fit"], data["x"]) - 1) < 0.02
-    _check_written(figures.save_figure(figures.figure8(data), tmp_path, "figure8"))
+    _check_written(plotting.save_figure(figures.figure8(data), tmp_path, "figure8"))
 
 
 def _run_cli(*arguments):
@@ -157,18 +158,18 @@ def test_ms_ssim_curves_average_at_equal_rates():
         for q, bpp in enumerate(rates):  # each image's curve is the line 8 * bpp + offset
             rows.append({"model": f"m-q{q}", "image": image, "bpp": bpp, "ms_ssim_db": 8 * bpp + offset,
                          "psnr": 30.0})
-    rates, values = figures.aggregate(rows, "model", "ms_ssim_db")
-    np.testing.assert_allclose(rates, np.linspace(0.3, 1.0, figures.RATE_POINTS))
+    rates, values = plotting.aggregate(rows, "model", "ms_ssim_db")
+    np.testing.assert_allclose(rates, np.linspace(0.3, 1.0, plotting.RATE_POINTS))
     np.testing.assert_allclose(values, 8 * rates + 11.0)
     # PSNR keeps lambda aggregation: one point per model.
-    assert len(figures.aggregate(rows, "model", "psnr")[0]) == 3
+    assert len(plotting.aggregate(rows, "model", "psnr")[0]) == 3
 
 
 def test_capacity_is_n_relative_to_the_paper():
-    assert figures.capacity({"N": 32, "lambda": 0.0018, "distortion": "mse"}) == 0.25
-    assert figures.capacity({"N": 48, "lambda": 0.0932, "distortion": "mse"}) == 0.25
-    assert figures.capacity({"N": 128, "lambda": 16.64, "distortion": "ms-ssim"}) == 1.0
-    assert figures.capacity({"N": 32, "lambda": 0.5, "distortion": "mse"}) is None
+    assert plotting.capacity({"N": 32, "lambda": 0.0018, "distortion": "mse"}) == 0.25
+    assert plotting.capacity({"N": 48, "lambda": 0.0932, "distortion": "mse"}) == 0.25
+    assert plotting.capacity({"N": 128, "lambda": 16.64, "distortion": "ms-ssim"}) == 1.0
+    assert plotting.capacity({"N": 32, "lambda": 0.5, "distortion": "mse"}) is None
 
 
 def test_figure9_draws_one_curve_per_capacity(tmp_path):
@@ -183,12 +184,12 @@ def test_figure9_draws_one_curve_per_capacity(tmp_path):
                              "ms_ssim_db": 10.0, "bpp_z": 0.0})
     evaluation = _write_csv(tmp_path / "eval.csv", rows)
     evaluation.with_suffix(".json").write_text(json.dumps({"models": models}))
-    rows, settings = figures.read_evaluations([evaluation])
+    rows, settings = results.read_evaluations([evaluation])
     curves = figures.capacity_curves(rows, settings)
     assert list(curves) == ["N = 16", "N = 32"]
     np.testing.assert_allclose(curves["N = 32"][1], curves["N = 16"][1] + 1.0)
-    _check_written(figures.save_figure(figures.figure9(rows, settings), tmp_path, "figure9"))
-    with pytest.raises(figures.MissingInput, match="capacities"):
+    _check_written(plotting.save_figure(figures.figure9(rows, settings), tmp_path, "figure9"))
+    with pytest.raises(plotting.MissingInput, match="capacities"):
         figures.figure9([row for row in rows if "n16" in row["model"]], settings)
 
 
@@ -198,6 +199,6 @@ def test_evaluations_of_several_roots_keep_same_named_models_apart(tmp_path):
     for path in (first, second):
         path.parent.mkdir()
         _write_csv(path, evaluation_rows())
-    rows, _ = figures.read_evaluations([first, second])
+    rows, _ = results.read_evaluations([first, second])
     names = {row["model"] for row in rows}
     assert "hyperprior-mse-q1" in names and "b/hyperprior-mse-q1" in names and len(rows) == 2 * len(evaluation_rows())

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 import tfhyper
-from experiments import figures, image_figures
+from experiments import image_figures, inputs, plotting
 from tests.test_figures import _check_written, _run_cli, _write_csv, baseline_rows, evaluation_rows
 
 
@@ -32,7 +32,7 @@ def image_dir(tmp_path_factory, crops):
 
 @pytest.fixture(scope="module")
 def models(model_dir):
-    return image_figures.load_models(sorted(model_dir.glob("*.keras")))
+    return inputs.load_models(sorted(model_dir.glob("*.keras")))
 
 
 def test_models_are_chosen_by_class_distortion_and_rate(models):
@@ -46,15 +46,15 @@ def test_models_are_chosen_by_class_distortion_and_rate(models):
 
 def test_figures_2_and_6(models, crops, tmp_path):
     image = next(iter(crops.values()))
-    _check_written(figures.save_figure(image_figures.figure2(models, image), tmp_path, "figure2"))
+    _check_written(plotting.save_figure(image_figures.figure2(models, image), tmp_path, "figure2"))
     # The crop is clipped to the image (192 x 192 here).
     figure = image_figures.figure6(models, image, (100, 100, 256, 320))
     assert "92x92 at (100, 100)" in figure._suptitle.get_text()
-    _check_written(figures.save_figure(figure, tmp_path, "figure6"))
+    _check_written(plotting.save_figure(figure, tmp_path, "figure6"))
     without = {name: model for name, model in models.items() if "msssim" not in name}
-    with pytest.raises(figures.MissingInput, match="MS-SSIM"):
+    with pytest.raises(plotting.MissingInput, match="MS-SSIM"):
         image_figures.figure6(without, image, (0, 0, 64, 64))
-    with pytest.raises(figures.MissingInput, match="factorized"):
+    with pytest.raises(plotting.MissingInput, match="factorized"):
         image_figures.figure2({k: v for k, v in models.items() if "factorized" not in k}, image)
 
 

@@ -312,13 +312,13 @@ def test_zoo_is_reachable_from_the_package():
 
 
 def test_zoo_names_are_accepted_by_evaluate():
-    from experiments import evaluate
+    from experiments import inputs  # how evaluate and figures load --models
 
     name = zoo.default_name()
-    models = evaluate.load_models([f"zoo:{name}"])
+    models = inputs.load_models([f"zoo:{name}"])
     assert list(models) == [name] and models[name].fingerprint().hex() == zoo.get(name).fingerprint
     with pytest.raises(ValueError, match="no zoo model"):
-        evaluate.load_models(["zoo:no-such-model"])
+        inputs.load_models(["zoo:no-such-model"])
 
 
 def test_a_zoo_model_fine_tunes_to_another_lambda_and_reloads(tmp_path):

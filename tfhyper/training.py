@@ -26,32 +26,54 @@ from tfhyper import paper
 from tfhyper.hardware import precision_warning
 
 
+def _setting(default, help_text, **flag):
+    """A RunConfig field with what a command line says of it (`experiments.cli` makes a flag per field): its help,
+    and where they apply `lower_bound`, `upper_bound`, `choices` (a tuple, or a mapping value -> description
+    listed after the help, or a function returning one) and `off` (the flag's value that stands for None)."""
+    return dataclasses.field(default=default, metadata={"help": help_text, **flag})
+
+
+def model_kinds():
+    """kind -> title of each model of `tfhyper.models.MODELS`, the choices of RunConfig.model."""
+    from tfhyper.models import MODELS
+
+    return {kind: cls.TITLE for kind, cls in MODELS.items()}
+
+
 @dataclasses.dataclass
 class RunConfig:
     """Everything that defines a training run. Defaults: the paper's values where section 4.1 gives them (Adam
     1e-4, batches of 8 random 256x256 crops); where it is silent (initialization, Adam's epsilon, clipping),
     tfhyper's measured recipe (`tfhyper.paper`)."""
 
-    model: str = "hyperprior"  # a kind of tfhyper.models.MODELS: "hyperprior", "factorized", "meanscale"
-    distortion: str = "mse"  # or "ms-ssim"
-    quality: int = 3  # paper rate point 1..8: N, M and lambda from paper.QUALITIES
-    lmbda: float | None = None  # overrides the quality's lambda
-    num_filters: int | None = None  # overrides the quality's N
-    latent_filters: int | None = None  # overrides the quality's M
-    data: str | None = None  # None: built-in synthetic images; a folder, glob or "tfds:NAME"
-    steps: int = 1_000_000
-    batch_size: int = paper.BATCH_SIZE
-    patch_size: int = paper.PATCH_SIZE
-    learning_rate: float = paper.LEARNING_RATE
-    learning_rate_decay: str = "none"  # or "cosine": see `learning_rate_schedule`
-    checkpoint_every: int = 1000
-    downsample: bool = False
-    screen_saturation: bool = False
-    precision: str = "float32"  # Keras dtype policy of the transforms
-    seed: int = 0
-    initializer: str = paper.INITIALIZER  # the convolutions' starting weights: tfhyper.layers.INITIALIZERS
-    adam_epsilon: float = paper.ADAM_EPSILON
-    clip_norm: float | None = paper.GRADIENT_CLIP_NORM  # each step's gradient clipped to this global norm
+    model: str = _setting("hyperprior", "Model kind (tfhyper.models.MODELS)", choices=model_kinds)
+    distortion: str = _setting("mse", "D of eq. 10", choices={"mse": "MSE on the 0..255 scale",
+                                                              "ms-ssim": "1 - MS-SSIM"})
+    quality: int = _setting(3, "The paper's rate point 1..8; sets N, M and lambda.", lower_bound=1, upper_bound=8)
+    lmbda: float | None = _setting(None, "Rate-distortion trade-off; overrides the quality's lambda.")
+    num_filters: int | None = _setting(None, "N of figure 4; overrides the quality's.", lower_bound=1)
+    latent_filters: int | None = _setting(None, "M of figure 4; overrides the quality's.", lower_bound=1)
+    data: str | None = _setting(
+        None, "Training images: a folder, a glob, or tfds:NAME[:split]. Default: built-in synthetic images.")
+    steps: int = _setting(1_000_000, "Total training steps.", lower_bound=1)
+    batch_size: int = _setting(paper.BATCH_SIZE, f"Crops per step (paper: {paper.BATCH_SIZE}).", lower_bound=1)
+    patch_size: int = _setting(paper.PATCH_SIZE, f"Crop size (paper: {paper.PATCH_SIZE}).", lower_bound=16)
+    learning_rate: float = _setting(paper.LEARNING_RATE, "Adam learning rate (paper: 1e-4).")
+    learning_rate_decay: str = _setting("none", "Learning-rate schedule", choices={
+        "none": "constant, as in the paper", "cosine": "down to a hundredth of it at the last step"})
+    checkpoint_every: int = _setting(1000, "Steps between checkpoints (and progress bars).", lower_bound=1)
+    downsample: bool = _setting(False, "Paper's preprocessing: shrink large photos so the shorter side is 640-1200.")
+    screen_saturation: bool = _setting(False, "Paper's preprocessing: skip over-saturated images.")
+    precision: str = _setting("float32", "Keras dtype policy of the transforms (entropy models: float32).",
+                              choices=("float32", "mixed_bfloat16"))
+    seed: int = _setting(0, "Random seed of initialization and crops.")
+    initializer: str = _setting(paper.INITIALIZER, "Starting weights of the convolutions (tfhyper.layers.INITIALIZERS)",
+                                choices={"glorot_uniform": "Keras' default, zero biases",
+                                         "fan_in_uniform": "PyTorch's default: kernel and bias uniform within "
+                                                           "1/sqrt(fan-in)"})
+    adam_epsilon: float = _setting(paper.ADAM_EPSILON, "Adam's epsilon.", lower_bound=0.0)
+    clip_norm: float | None = _setting(paper.GRADIENT_CLIP_NORM, "Clip each step's gradients to this global norm "
+                                       "(0: no clipping).", lower_bound=0.0, off=0.0)
 
     def resolved(self):
         """N, M and lambda after applying the quality table and any overrides."""
