@@ -153,8 +153,9 @@ def warm_up(model, image):
 
 
 def model_settings(model):
-    """What a model's rows depend on besides the images: its class, N and M (Figure 4), lambda and D (eq. 10)."""
+    """What a model's rows depend on besides the images: its kind and class, N and M (Figure 4), lambda and D (eq. 10)."""
     return {
+        "kind": model.KIND,
         "class": type(model).__name__,
         "N": model.num_filters,
         "M": model.latent_filters,

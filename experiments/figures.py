@@ -124,7 +124,7 @@ def capacity_curves(rows, settings):
     groups = {}
     for row in rows:
         entry = settings.get(row["model"], {})
-        if entry.get("class") == "FactorizedPrior" and entry.get("distortion") == "mse":
+        if results.model_kind(entry) == "factorized" and entry.get("distortion") == "mse":
             scale = capacity(entry)
             groups.setdefault(entry["N"] if scale is None else scale, []).append(row)
     if len(groups) < 2:

@@ -41,6 +41,15 @@ def read_settings(evaluation_path):
     return {name: entry.get("settings", {}) for name, entry in models.items()}
 
 
+# Settings written before they named the kind carry only the class.
+_KIND_OF_CLASS = {"FactorizedPrior": "factorized", "ScaleHyperprior": "hyperprior"}
+
+
+def model_kind(entry):
+    """The model kind (`tfhyper.models.MODELS`) of one model's settings, or None if they do not say."""
+    return entry.get("kind") or _KIND_OF_CLASS.get(entry.get("class"))
+
+
 def read_evaluations(paths):
     """Rows and settings of one or more evaluation CSVs (e.g. the results of several sweep roots).
 

@@ -127,6 +127,7 @@ def test_aggregates_are_means_per_model_with_its_settings(models, rows):
     for name, model in models.items():
         settings = summary[name]["settings"]
         assert settings == {
+            "kind": {"ScaleHyperprior": "hyperprior", "FactorizedPrior": "factorized"}[type(model).__name__],
             "class": type(model).__name__, "N": 8, "M": 8, "lambda": model.lmbda, "distortion": "mse",
             "fingerprint": model.fingerprint().hex(),
         }  # fmt: skip
