@@ -184,3 +184,18 @@ def test_training_defaults_are_the_measured_recipe():
     biases = [w for w in model.weights if w.path.endswith("/bias")]
     assert len(biases) == 14
     assert all(np.any(w.numpy() != 0) for w in biases)
+
+
+def test_a_run_can_start_from_a_saved_model(tmp_path):
+    """--init_from: the run starts from the saved weights (a step at a vanishing learning rate keeps them), not
+    from its own initialization; a model of another size is refused in one line."""
+    start, _ = train(tiny(steps=2, seed=3), tmp_path / "base", verbose=0)
+    base = str(tmp_path / "base" / "model.keras")
+    tuned, _ = train(tiny(steps=1, lmbda=0.05, learning_rate=1e-12, init_from=base), tmp_path / "tuned", verbose=0)
+    assert tuned.lmbda == 0.05
+    for mine, theirs in zip(tuned.get_weights(), start.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-6)
+    fresh, _ = train(tiny(steps=1, lmbda=0.05, learning_rate=1e-12), tmp_path / "fresh", verbose=0)
+    assert max(np.abs(a - b).max() for a, b in zip(fresh.get_weights(), start.get_weights())) > 0.01
+    with pytest.raises(ValueError, match="N=8, M=8; this run trains a hyperprior model with N=16"):
+        train(tiny(steps=1, num_filters=16, init_from=base), tmp_path / "bad", verbose=0)

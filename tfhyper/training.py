@@ -74,6 +74,10 @@ class RunConfig:
     adam_epsilon: float = _setting(paper.ADAM_EPSILON, "Adam's epsilon.", lower_bound=0.0)
     clip_norm: float | None = _setting(paper.GRADIENT_CLIP_NORM, "Clip each step's gradients to this global norm "
                                        "(0: no clipping).", lower_bound=0.0, off=0.0)
+    init_from: str | None = _setting(
+        None, "Start from the weights of a saved model (.keras file or zoo:NAME) of the same kind, N and M instead "
+        "of a fresh initialization: fine-tuning one trained model to other lambdas shares its training across a "
+        "curve.")
 
     def resolved(self):
         """N, M and lambda after applying the quality table and any overrides."""
@@ -92,6 +96,7 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "initializer": "glorot_uniform",
     "adam_epsilon": 1e-7,
     "clip_norm": None,
+    "init_from": None,
 }
 
 LEARNING_RATE_DECAYS = ("none", "cosine")
@@ -122,6 +127,20 @@ def build_model(config):
     model = cls(num_filters, latent_filters, lmbda=lmbda, distortion=config.distortion, initializer=config.initializer)
     model.build()
     return model
+
+
+def _start_from(model, spec):
+    """Copies the weights of the saved model `spec` into the freshly built `model` (same kind, N and M)."""
+    from tfhyper import zoo
+    from tfhyper.models import load_model
+
+    start = load_model(zoo.resolve(spec))
+    mine = (model.KIND, model.num_filters, model.latent_filters, model.density_filters)
+    theirs = (start.KIND, start.num_filters, start.latent_filters, start.density_filters)
+    if mine != theirs:
+        raise ValueError(f"--init_from {spec} is a {theirs[0]} model with N={theirs[1]}, M={theirs[2]}; this run "
+                         f"trains a {mine[0]} model with N={mine[1]}, M={mine[2]}")
+    model.set_weights(start.get_weights())
 
 
 def build_optimizer(config):
@@ -253,6 +272,8 @@ def _train(config, run_dir, final, verbose, extra_callbacks):
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_model(config)
+        if config.init_from:
+            _start_from(model, config.init_from)
         model.compile(optimizer=build_optimizer(config))
 
     # A resumed run draws fresh crops instead of replaying the ones it has already trained on.
