@@ -33,6 +33,7 @@ TRAIN_FLAGS = {
     "adam_epsilon": (paper.ADAM_EPSILON, 0.0, None, None),
     "clip_norm": (paper.GRADIENT_CLIP_NORM, 0.0, None, None),
     "init_from": (None, None, None, None),
+    "jit_compile": ("auto", None, None, ["auto", "off", "on"]),
 }
 
 

@@ -226,3 +226,23 @@ def test_a_model_saved_without_scale_thresholds_is_refused_in_one_clear_error(tm
     assert result.returncode != 0 and not (tmp_path / "x.tfh").exists()
     assert result.stderr.strip().splitlines()[-1].endswith("coding tables lack thresholds (saved by an older build): "
                                                            "load it with tfhyper of that version, or retrain")
+
+
+def test_xla_training_step_gives_the_plain_step_s_loss(monkeypatch):
+    """jit_compile=True (--jit_compile=on) computes the same training steps as the plain graph, to float tolerance.
+
+    The training noise is replaced by a fixed function of y and z, so that both paths see the same perturbation
+    (XLA draws other random numbers).
+    """
+    from tfhyper import entropy_models
+
+    monkeypatch.setattr(entropy_models, "add_uniform_noise", lambda v: v + 0.4 * tf.sin(7.0 * v))
+    x = images(2, 64, 64, seed=8)
+    losses = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = tfhyper.ScaleHyperprior(8, 8, lmbda=0.01)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
+        losses[jit] = [model.train_on_batch(x, return_dict=True)["loss"] for _ in range(3)]
+    assert losses[False][0] != losses[False][2]  # the steps did train
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)

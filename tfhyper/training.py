@@ -74,6 +74,9 @@ class RunConfig:
     adam_epsilon: float = _setting(paper.ADAM_EPSILON, "Adam's epsilon.", lower_bound=0.0)
     clip_norm: float | None = _setting(paper.GRADIENT_CLIP_NORM, "Clip each step's gradients to this global norm "
                                        "(0: no clipping).", lower_bound=0.0, off=0.0)
+    jit_compile: str = _setting("auto", "XLA compilation of the training step", choices={
+        "auto": "Keras' choice: on with a GPU or TPU, off on CPUs, where XLA made the step slower",
+        "on": "always", "off": "never"})
     init_from: str | None = _setting(
         None, "Start from the weights of a saved model (.keras file or zoo:NAME) of the same kind, N and M instead "
         "of a fresh initialization: fine-tuning one trained model to other lambdas shares its training across a "
@@ -97,7 +100,10 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "adam_epsilon": 1e-7,
     "clip_norm": None,
     "init_from": None,
+    "jit_compile": "auto",
 }
+
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}  # RunConfig.jit_compile -> keras.Model.compile's
 
 LEARNING_RATE_DECAYS = ("none", "cosine")
 
@@ -274,7 +280,7 @@ def _train(config, run_dir, final, verbose, extra_callbacks):
         model = build_model(config)
         if config.init_from:
             _start_from(model, config.init_from)
-        model.compile(optimizer=build_optimizer(config))
+        model.compile(optimizer=build_optimizer(config), jit_compile=JIT_COMPILE[config.jit_compile])
 
     # A resumed run draws fresh crops instead of replaying the ones it has already trained on.
     dataset = make_dataset(
