@@ -2,6 +2,7 @@
 
     python -m experiments.benchmark                       # ScaleHyperprior N=128, M=192, 8 x 256x256, float32
     python -m experiments.benchmark --precision=mixed_bfloat16
+    python -m experiments.benchmark --jit_compile=on       # the step compiled with XLA
 
 A program that prints figures, not a test: wall-clock time depends on the machine and its load.
 """
@@ -14,7 +15,7 @@ from experiments import cli
 from tfhyper import paper
 
 FLAGS = flags.FLAGS
-cli.define_run_flags(["model"])  # as experiments.train has it
+cli.define_run_flags(["model", "jit_compile"])  # as experiments.train has them
 flags.DEFINE_integer("num_filters", 128, "N of figure 4.")
 flags.DEFINE_integer("latent_filters", 192, "M of figure 4.")
 flags.DEFINE_integer("batch_size", paper.BATCH_SIZE, "Crops per step (paper: 8).")
@@ -48,6 +49,7 @@ def main(argv):
 
     from tfhyper.data import dead_leaves
     from tfhyper.models import model_class
+    from tfhyper.training import JIT_COMPILE
 
     from tfhyper.hardware import native_bfloat16, precision_warning
 
@@ -59,13 +61,14 @@ def main(argv):
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     cls = model_class(FLAGS.model)
     model = cls(FLAGS.num_filters, FLAGS.latent_filters, lmbda=paper.QUALITIES[3].lmbda_mse)
-    model.compile(optimizer=keras.optimizers.Adam(paper.LEARNING_RATE))
+    model.compile(optimizer=keras.optimizers.Adam(paper.LEARNING_RATE), jit_compile=JIT_COMPILE[FLAGS.jit_compile])
     rng = np.random.default_rng(0)
     batch = tf.constant(np.stack([dead_leaves(FLAGS.patch_size, rng) for _ in range(FLAGS.batch_size)]))
     times = time_training_steps(model, batch, FLAGS.warmup, FLAGS.steps)
     print(
         f"{cls.__name__} N={FLAGS.num_filters} M={FLAGS.latent_filters} "
         f"batch {FLAGS.batch_size}x{FLAGS.patch_size}x{FLAGS.patch_size} {FLAGS.precision} "
+        f"jit_compile={FLAGS.jit_compile} (XLA {'on' if model.jit_compile else 'off'}) "
         f"on {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads: "
         f"median {np.median(times):.3f} s/step (min {times.min():.3f}, max {times.max():.3f}, {len(times)} steps)"
     )
