@@ -74,7 +74,7 @@ def test_flags_override_the_preset_for_every_model():
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ((["hyperprior", "context"], ["mse"], [1]), "unknown model context; choose from hyperprior, factorized, meanscale"),
+        ((["hyperprior", "context"], ["mse"], [1]), "unknown model context; choose from factorized, hyperprior, meanscale"),
         ((["hyperprior"], ["psnr"], [1]), "unknown distortion psnr"),
         ((["hyperprior"], ["mse"], [0, 9]), "unknown quality 0, 9; choose from 1, 2, 3, 4, 5, 6, 7, 8"),
         ((["hyperprior"], [], [1]), "no distortion selected"),
