@@ -108,7 +108,8 @@ class EntropyBottleneck(keras.layers.Layer):
         if training:
             v_tilde = add_uniform_noise(v)
         else:
-            v_tilde = self.from_symbols(self.to_symbols(v))
+            medians = self.medians()
+            v_tilde = self.from_symbols(self.to_symbols(v, medians), medians)
         return v_tilde, bound_likelihood(self.density.likelihood(v_tilde))
 
     @staticmethod
