@@ -123,14 +123,15 @@ def test_evaluation_quantizes_z_around_the_median():
 @pytest.mark.parametrize("cls", list(MODELS.values()), ids=list(MODELS))
 def test_training_on_a_fixed_batch_lowers_the_loss(cls):
     keras.utils.set_random_seed(0)
-    model = cls(16, 16, lmbda=0.01)
+    model = cls(8, 8, lmbda=0.01)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = images(4, 64, 64, seed=5)
     first = model.evaluate(x, batch_size=4, verbose=0, return_dict=True)
-    model.fit(tf.data.Dataset.from_tensors(x).repeat(300), epochs=1, verbose=0)
+    model.fit(tf.data.Dataset.from_tensors(x).repeat(100), epochs=1, verbose=0)
     last = model.evaluate(x, batch_size=4, verbose=0, return_dict=True)
-    assert last["loss"] < 0.5 * first["loss"], (first, last)
-    assert last["psnr"] > first["psnr"] + 3
+    # Each kind measured 0.16 x the first loss and +7.2 dB after these 100 steps (300 steps: 0.12 x, +8.5 dB).
+    assert last["loss"] < 0.3 * first["loss"], (first, last)
+    assert last["psnr"] > first["psnr"] + 5
 
 
 def test_ms_ssim_distortion_trains():
