@@ -6,8 +6,10 @@ r"""The main job for a new user: small models of both priors, real files, the co
 On a fresh machine with nothing downloaded it:
 1. trains the factorized-prior and scale-hyperprior models (eq. 10, MSE) at four of the paper's lambdas
    (qualities 1, 2, 3, 5), with N and M a quarter of the paper's, on random crops of the built-in dead-leaves
-   images (or of --data). All models train for the same number of steps, chosen so that together they take
-   --training_minutes on this machine: a few steps of each prior are timed first, and the count is kept in
+   images (or of --data). Each prior's quality-3 model trains first; the other three start from it and are
+   fine-tuned for a quarter of its steps (not the paper's separate models: a short run moves a trained model along
+   the curve, where separate short runs did not separate by lambda). The step count is chosen so that all of it
+   takes --training_minutes on this machine: a few steps of each prior are timed first, and the count is kept in
    --output_dir/schedule.json, so that a rerun resumes the same runs (--steps sets the count instead);
 2. compresses sample images (synthetic dead leaves; Kodak with --full or --images) to real .tfh files and
    back, measuring bpp from the file sizes, PSNR and MS-SSIM (`experiments.evaluate`);
@@ -33,8 +35,12 @@ from absl import flags
 from experiments import baselines, cli, evaluate, figures, report, results, sweep
 from experiments.inputs import MODEL_FILE
 
-# The cpu preset's recipe; its step count is replaced by one that fits the time budget (`steps_within`).
-QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200)
+# The cpu preset's recipe; its step count is replaced by one that fits the time budget (`steps_within`). One model
+# per prior trains at quality 3 and the others are fine-tuned from it for a quarter of its steps: with 8 separate
+# models of 653 steps the factorized prior's rate hardly moved with lambda (WORKSPACE_NOTES.md, 2026-12-01); a
+# trained model moves along the curve within a few hundred steps.
+FINE_TUNE_SHARE = 0.25
+QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200, base_quality=3, fine_tune_learning_rate=3e-4)
 SCHEDULE_FILE = "schedule.json"
 # What the timed steps leave out (checkpoints every 200 steps, the logs, saving and evaluating each model): 8 models
 # of 653 steps took 750 s where the timed steps and set-up predicted 600 s (WORKSPACE_NOTES.md, 2026-12-01).
@@ -127,8 +133,10 @@ def steps_within(budget_s, configs, timing=None):
     per_kind = {}
     for config in configs.values():
         if config.model not in per_kind:
-            per_kind[config.model] = timing(config)
-    per_step = sum(per_kind[config.model][0] for config in configs.values()) * FIT_OVERHEAD
+            per_kind[config.model] = timing(dataclasses.replace(config, init_from=None))
+    # A fine-tuned model trains FINE_TUNE_SHARE of the base's steps.
+    share = {name: FINE_TUNE_SHARE if config.init_from else 1.0 for name, config in configs.items()}
+    per_step = sum(per_kind[config.model][0] * share[name] for name, config in configs.items()) * FIT_OVERHEAD
     setup = sum(per_kind[config.model][1] for config in configs.values())
     return max(MIN_STEPS, int((budget_s - setup) / per_step)), per_kind
 
@@ -146,6 +154,13 @@ def schedule(out, configs, budget_minutes):
     return steps
 
 
+def schedule_text(preset):
+    if preset.base_quality is None:
+        return f"{preset.steps} steps each"
+    return (f"quality {preset.base_quality} for {preset.steps} steps, the others fine-tuned from it for "
+            f"{preset.fine_tune_steps} (Adam {preset.fine_tune_learning_rate:g})")
+
+
 def main(options):
     """Train, evaluate, run the codecs, and write the report and the plot into --output_dir."""
     out = pathlib.Path(options.output_dir)
@@ -154,17 +169,21 @@ def main(options):
     start = time.time()
     try:
         qualities = [int(q) for q in options.qualities]
-        configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, options.data)
+        if not options.full:  # the middle of the selected curve is the base run
+            preset = dataclasses.replace(preset, base_quality=sorted(qualities)[len(qualities) // 2])
+        runs = out / "runs"
+        configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, options.data, root=runs)
         if options.full or options.images:
             images = evaluate.resolve_images(options.images, options.kodak, options.cache_dir, options.limit)
         else:
             images = sample_images()
         out.mkdir(parents=True, exist_ok=True)
         if not options.full and options.steps is None:
-            preset = sweep.with_overrides(preset, steps=schedule(out, configs, options.training_minutes))
-            configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, options.data)
-        print(f"training {len(configs)} models ({preset.steps} steps each) into {out / 'runs'}", flush=True)
-        rows, summary, failures = sweep.run_sweep(configs, out / "runs", images)
+            steps = schedule(out, configs, options.training_minutes)
+            preset = sweep.with_overrides(preset, steps=steps, fine_tune_steps=max(1, round(steps * FINE_TUNE_SHARE)))
+            configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, options.data, root=runs)
+        print(f"training {len(configs)} models into {runs}: {schedule_text(preset)}", flush=True)
+        rows, summary, failures = sweep.run_sweep(configs, runs, images)
         trained = time.time()
         print(f"trained and evaluated in {trained - start:.0f} s", flush=True)
         evaluation = out / "evaluation.csv"
@@ -180,7 +199,7 @@ def main(options):
     rows, settings = results.read_evaluations([evaluation])
     command = " ".join(["python -m experiments.quickstart", *sys.argv[1:]])
     notes = [f"Command: `{command}`",
-             f"Training: {len(configs)} models, {preset.steps} steps each of {preset.batch_size} crops of "
+             f"Training: {len(configs)} models, {schedule_text(preset)}; each step {preset.batch_size} crops of "
              f"{preset.patch_size}x{preset.patch_size}, Adam {preset.learning_rate:g}, N and M x{preset.filter_scale:g} "
              f"of the paper's, on {options.data or 'built-in synthetic dead-leaves images'}.",
              f"Images: {len(images)} ({', '.join(images)}). Total time {time.time() - start:.0f} s.",

@@ -87,6 +87,12 @@ class Preset:
     initializer: str = paper.INITIALIZER
     adam_epsilon: float = paper.ADAM_EPSILON
     clip_norm: float | None = paper.GRADIENT_CLIP_NORM
+    # Sharing one long run across a curve (not the paper's 32 separate models): each kind first trains its model of
+    # `base_quality` (MSE if selected) for `steps`; every other selected model starts from it (`--init_from`) and is
+    # fine-tuned for `fine_tune_steps` at `fine_tune_learning_rate`, all with the base's N and M.
+    base_quality: int | None = None
+    fine_tune_steps: int | None = None
+    fine_tune_learning_rate: float | None = None
 
     def crops(self, distortion):
         """(crop size, batch size) for models trained on `distortion`."""
@@ -121,43 +127,70 @@ PRESETS = {
 
 
 def with_overrides(preset, steps=None, learning_rate=None, patch_size=None, batch_size=None, checkpoint_every=None,
-                   filter_scale=None, learning_rate_decay=None):
+                   filter_scale=None, learning_rate_decay=None, base_quality=None, fine_tune_steps=None,
+                   fine_tune_learning_rate=None):
     """`preset` with the given (not None) fields replaced; crop and batch sizes apply to both distortions."""
     changes = {"steps": steps, "learning_rate": learning_rate, "learning_rate_decay": learning_rate_decay,
                "checkpoint_every": checkpoint_every,
                "filter_scale": filter_scale, "patch_size": patch_size, "ms_ssim_patch_size": patch_size,
-               "batch_size": batch_size, "ms_ssim_batch_size": batch_size}
-    return dataclasses.replace(preset, **{key: value for key, value in changes.items() if value is not None})
+               "batch_size": batch_size, "ms_ssim_batch_size": batch_size, "base_quality": base_quality,
+               "fine_tune_steps": fine_tune_steps, "fine_tune_learning_rate": fine_tune_learning_rate}
+    preset = dataclasses.replace(preset, **{key: value for key, value in changes.items() if value is not None})
+    if preset.base_quality is not None:
+        preset = dataclasses.replace(preset, fine_tune_steps=preset.fine_tune_steps or max(1, preset.steps // 4),
+                                     fine_tune_learning_rate=preset.fine_tune_learning_rate or preset.learning_rate * 0.3)
+    return preset
 
 
 def run_name(kind, distortion, quality):
     return f"{kind}-{distortion}-q{quality}"
 
 
-def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALITIES, data=None):
-    """name -> `tfhyper.training.RunConfig` of each selected model, in kind, distortion, quality order."""
+def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALITIES, data=None, root=None):
+    """name -> `tfhyper.training.RunConfig` of each selected model, in kind, distortion, quality order (with a
+    `base_quality`, each kind's base run first: the others start from ROOT/BASE/model.keras, so `root` is needed)."""
     from tfhyper.training import RunConfig
 
     _check_choice("model", kinds, tuple(MODELS))
     _check_choice("distortion", distortions, DISTORTIONS)
     _check_choice("quality", qualities, QUALITIES)
+    base = _base_run(preset, distortions, qualities, root)
     configs = {}
     for kind in kinds:
-        for distortion in distortions:
+        runs = [(distortion, quality) for distortion in distortions for quality in qualities]
+        if base:  # the base run first, so that its fine-tunes find it
+            runs.sort(key=lambda run: run != base)
+        for distortion, quality in runs:
             patch_size, batch_size = preset.crops(distortion)
             if distortion == "ms-ssim" and patch_size < MS_SSIM_MIN_SIDE:
                 raise ValueError(f"MS-SSIM models need crops of at least {MS_SSIM_MIN_SIDE} pixels, got {patch_size}")
-            for quality in qualities:
-                num_filters, latent_filters = preset.filters(quality)
-                configs[run_name(kind, distortion, quality)] = RunConfig(
-                    model=kind, distortion=distortion, quality=quality, num_filters=num_filters,
-                    latent_filters=latent_filters, data=data, steps=preset.steps, batch_size=batch_size,
-                    patch_size=patch_size, learning_rate=preset.learning_rate,
-                    learning_rate_decay=preset.learning_rate_decay, checkpoint_every=preset.checkpoint_every,
-                    downsample=preset.downsample, screen_saturation=preset.screen_saturation,
-                    initializer=preset.initializer, adam_epsilon=preset.adam_epsilon, clip_norm=preset.clip_norm,
-                )  # fmt: skip
+            num_filters, latent_filters = preset.filters(base[1] if base else quality)
+            steps, learning_rate, init_from = preset.steps, preset.learning_rate, None
+            if base and (distortion, quality) != base:
+                steps, learning_rate = preset.fine_tune_steps, preset.fine_tune_learning_rate
+                init_from = str(pathlib.Path(root) / run_name(kind, *base) / MODEL_FILE)
+            configs[run_name(kind, distortion, quality)] = RunConfig(
+                model=kind, distortion=distortion, quality=quality, num_filters=num_filters,
+                latent_filters=latent_filters, data=data, steps=steps, batch_size=batch_size,
+                patch_size=patch_size, learning_rate=learning_rate,
+                learning_rate_decay=preset.learning_rate_decay, checkpoint_every=preset.checkpoint_every,
+                downsample=preset.downsample, screen_saturation=preset.screen_saturation,
+                initializer=preset.initializer, adam_epsilon=preset.adam_epsilon, clip_norm=preset.clip_norm,
+                init_from=init_from,
+            )  # fmt: skip
     return configs
+
+
+def _base_run(preset, distortions, qualities, root):
+    """(distortion, quality) of the run every other one is fine-tuned from, or None for separate models."""
+    if preset.base_quality is None:
+        return None
+    if preset.base_quality not in qualities:
+        raise ValueError(f"the base quality {preset.base_quality} is not among the qualities "
+                         f"{', '.join(map(str, qualities))}")
+    if root is None:
+        raise ValueError("fine-tuning from a base run needs the sweep's root folder")
+    return ("mse" if "mse" in distortions else distortions[0]), preset.base_quality
 
 
 def _check_choice(what, chosen, known):
@@ -205,6 +238,10 @@ def run_sweep(configs, root, images=None, progress=True, extra_callbacks=()):
     rows, summary, failures = [], {}, {}
     for position, (name, config) in enumerate(configs.items(), 1):
         run_dir = pathlib.Path(root) / name
+        if config.init_from and not pathlib.Path(config.init_from).exists():
+            failures[name] = f"not trained: its base run {pathlib.Path(config.init_from).parent.name} has no model"
+            print(f"{name}: {failures[name]}", file=sys.stderr, flush=True)
+            continue
         state = "trained already" if (run_dir / MODEL_FILE).exists() else "training"
         print(f"[{position}/{len(configs)}] {name}: {state}", flush=True)
         try:
@@ -238,6 +275,14 @@ def define_flags():
     cli.define_run_flags(OVERRIDES, default=None, help_text="{help} Default: the preset's (for every model).",
                          bounds={"learning_rate": {"lower_bound": 0}})
     flags.DEFINE_float("filter_scale", None, "Overrides the preset's factor on the paper's N and M.", lower_bound=0)
+    flags.DEFINE_integer("base_quality", None, "Train one model per kind long and fine-tune it to the others: the "
+                         "quality (of the MSE models, if selected) trained first for --steps; every other model starts "
+                         "from it with its N and M (default: separate models, as the paper trains them).",
+                         lower_bound=min(QUALITIES), upper_bound=max(QUALITIES))
+    flags.DEFINE_integer("fine_tune_steps", None, "Steps of each fine-tuned model (default: a quarter of --steps).",
+                         lower_bound=1)
+    flags.DEFINE_float("fine_tune_learning_rate", None, "Adam learning rate of the fine-tuning (default: 0.3 x "
+                       "--learning_rate), with the same decay.", lower_bound=0)
     evaluate.define_image_flags()
     flags.mark_flag_as_required("preset")
     flags.mark_flag_as_required("root")
@@ -255,9 +300,11 @@ def main(options):
     output = options.output or pathlib.Path(options.root) / RESULTS_FILE
     try:
         preset = with_overrides(PRESETS[options.preset], filter_scale=options.filter_scale,
+                                base_quality=options.base_quality, fine_tune_steps=options.fine_tune_steps,
+                                fine_tune_learning_rate=options.fine_tune_learning_rate,
                                 **{name: options[name].value for name in OVERRIDES})
         configs = sweep_configs(preset, options.models, options.distortions, _qualities(options.qualities),
-                                options.data)
+                                options.data, root=options.root)
         # Images first: a missing Kodak set is reported before hours of training, not after.
         images = None
         if options.evaluate:

@@ -38,6 +38,11 @@ def test_quickstart_writes_report_plot_and_real_files_and_resumes(tmp_path):
     result = _quickstart(out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("trained already") == 4 and ": training" not in result.stdout
+    # The quality-1 models were fine-tuned from the quality-2 ones (the middle of the selected curve).
+    import json
+
+    run = json.loads((out / "runs" / "factorized-mse-q1" / "run.json").read_text())
+    assert run["init_from"] == str(out / "runs" / "factorized-mse-q2" / "model.keras")
 
 
 def test_quickstart_bad_images_folder_is_one_line(tmp_path):
@@ -47,22 +52,25 @@ def test_quickstart_bad_images_folder_is_one_line(tmp_path):
 
 
 def test_the_step_count_fits_the_budget_and_is_kept_for_a_rerun(tmp_path, monkeypatch):
-    """Two priors timed at 0.2 and 0.1 s per step with 10 and 5 s of set-up; 2 models of each in 150 s leave
-    150 - 30 = 120 s for 2 * (0.2 + 0.1) * 1.25 = 0.75 s per step of all four: 160 steps each."""
+    """Two priors timed at 0.2 and 0.1 s per step with 10 and 5 s of set-up; a base run (quality 3) and one
+    fine-tune of a quarter of its steps (quality 1) per prior in 150 s leave 150 - 30 = 120 s for
+    (0.2 + 0.1) * (1 + 0.25) * 1.25 = 0.46875 s per base step: 256 steps."""
     from experiments import quickstart, sweep
 
-    configs = sweep.sweep_configs(quickstart.QUICK, sweep.KINDS, ("mse",), [1, 2])
+    configs = sweep.sweep_configs(quickstart.QUICK, sweep.KINDS, ("mse",), [1, 3], root=tmp_path / "runs")
+    assert [c.init_from is None for c in configs.values()] == [True, False, True, False]  # each base first
     timed = []
 
     def timing(config):
+        assert config.init_from is None  # timed from a fresh start: the base may not exist yet
         timed.append(config.model)
         return {"hyperprior": (0.2, 10.0), "factorized": (0.1, 5.0)}[config.model]
 
-    assert quickstart.steps_within(150.0, configs, timing)[0] == 160
+    assert quickstart.steps_within(150.0, configs, timing)[0] == 256
     assert sorted(timed) == ["factorized", "hyperprior"]  # each prior timed once
     monkeypatch.setattr(quickstart, "step_timing", timing)
-    assert quickstart.schedule(tmp_path, configs, 2.5) == 160
+    assert quickstart.schedule(tmp_path, configs, 2.5) == 256
     timed.clear()
-    assert quickstart.schedule(tmp_path, configs, 2.5) == 160 and not timed  # a rerun keeps the count, untimed
+    assert quickstart.schedule(tmp_path, configs, 2.5) == 256 and not timed  # a rerun keeps the count, untimed
     # A budget too small for any training still trains the minimum.
     assert quickstart.steps_within(1.0, configs, timing)[0] == quickstart.MIN_STEPS
