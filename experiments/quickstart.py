@@ -6,7 +6,7 @@ r"""The main job for a new user: small models of both priors, real files, the co
 On a fresh machine with nothing downloaded it:
 1. trains the factorized-prior and scale-hyperprior models (eq. 10, MSE) at four of the paper's lambdas
    (qualities 1, 2, 3, 5), with N and M a quarter of the paper's, on random crops of the built-in dead-leaves
-   images (or of --data). Each prior's quality-3 model trains first; the other three start from it and are
+   images (or of --data). Each prior first trains a base run at quality 3; all four models start from it and are
    fine-tuned for a quarter of its steps (not the paper's separate models: a short run moves a trained model along
    the curve, where separate short runs did not separate by lambda). The step count is chosen so that all of it
    takes --training_minutes on this machine: a few steps of each prior are timed first, and the count is kept in
@@ -35,10 +35,10 @@ from absl import flags
 from experiments import baselines, cli, evaluate, figures, report, results, sweep
 from experiments.inputs import MODEL_FILE
 
-# The cpu preset's recipe; its step count is replaced by one that fits the time budget (`steps_within`). One model
-# per prior trains at quality 3 and the others are fine-tuned from it for a quarter of its steps: with 8 separate
-# models of 653 steps the factorized prior's rate hardly moved with lambda (WORKSPACE_NOTES.md, 2026-12-01); a
-# trained model moves along the curve within a few hundred steps.
+# The cpu preset's recipe; its step count is replaced by one that fits the time budget (`steps_within`). One base
+# run per prior trains at the middle quality and every model is fine-tuned from it for a quarter of its steps: with
+# 8 separate models of 653 steps the factorized prior's rate hardly moved with lambda (WORKSPACE_NOTES.md,
+# 2026-12-01); a trained model moves along the curve within a few hundred steps.
 FINE_TUNE_SHARE = 0.25
 QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200, base_quality=3, fine_tune_learning_rate=3e-4)
 SCHEDULE_FILE = "schedule.json"
@@ -81,7 +81,8 @@ def write_sample_files(models_dir, images, out):
     import tfhyper
     from tfhyper.imageio import atomic_write_bytes, write_png
 
-    runs = sorted(pathlib.Path(models_dir).glob("hyperprior-*"), key=lambda p: int(p.name.rsplit("q", 1)[1]))
+    runs = sorted((run for run in pathlib.Path(models_dir).glob("hyperprior-*") if not run.name.endswith(sweep.BASE_SUFFIX)),
+                  key=lambda p: int(p.name.rsplit("q", 1)[1]))
     if not runs:
         return []
     model = tfhyper.load_model(runs[-1] / MODEL_FILE)
@@ -134,7 +135,7 @@ def steps_within(budget_s, configs, timing=None):
     for config in configs.values():
         if config.model not in per_kind:
             per_kind[config.model] = timing(dataclasses.replace(config, init_from=None))
-    # A fine-tuned model trains FINE_TUNE_SHARE of the base's steps.
+    # A fine-tuned model trains FINE_TUNE_SHARE of the base run's steps.
     share = {name: FINE_TUNE_SHARE if config.init_from else 1.0 for name, config in configs.items()}
     per_step = sum(per_kind[config.model][0] * share[name] for name, config in configs.items()) * FIT_OVERHEAD
     setup = sum(per_kind[config.model][1] for config in configs.values())
@@ -157,8 +158,8 @@ def schedule(out, configs, budget_minutes):
 def schedule_text(preset):
     if preset.base_quality is None:
         return f"{preset.steps} steps each"
-    return (f"quality {preset.base_quality} for {preset.steps} steps, the others fine-tuned from it for "
-            f"{preset.fine_tune_steps} (Adam {preset.fine_tune_learning_rate:g})")
+    return (f"a base run at quality {preset.base_quality} for {preset.steps} steps, every model fine-tuned from it "
+            f"for {preset.fine_tune_steps} (Adam {preset.fine_tune_learning_rate:g})")
 
 
 def main(options):

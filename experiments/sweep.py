@@ -87,9 +87,10 @@ class Preset:
     initializer: str = paper.INITIALIZER
     adam_epsilon: float = paper.ADAM_EPSILON
     clip_norm: float | None = paper.GRADIENT_CLIP_NORM
-    # Sharing one long run across a curve (not the paper's 32 separate models): each kind first trains its model of
-    # `base_quality` (MSE if selected) for `steps`; every other selected model starts from it (`--init_from`) and is
-    # fine-tuned for `fine_tune_steps` at `fine_tune_learning_rate`, all with the base's N and M.
+    # Sharing one long run across a curve (not the paper's 32 separate models): each kind first trains a base run
+    # KIND-DISTORTION-qQ-base at `base_quality` (MSE if selected) for `steps`; every selected model, that quality's
+    # included, starts from it (`--init_from`) and is fine-tuned for `fine_tune_steps` at `fine_tune_learning_rate`,
+    # all with the base's N and M, so that every point of a curve has had the same training.
     base_quality: int | None = None
     fine_tune_steps: int | None = None
     fine_tune_learning_rate: float | None = None
@@ -142,13 +143,17 @@ def with_overrides(preset, steps=None, learning_rate=None, patch_size=None, batc
     return preset
 
 
+BASE_SUFFIX = "-base"  # the run directory of a base run: trained, not evaluated, the start of the others
+
+
 def run_name(kind, distortion, quality):
     return f"{kind}-{distortion}-q{quality}"
 
 
 def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALITIES, data=None, root=None):
     """name -> `tfhyper.training.RunConfig` of each selected model, in kind, distortion, quality order (with a
-    `base_quality`, each kind's base run first: the others start from ROOT/BASE/model.keras, so `root` is needed)."""
+    `base_quality`, each kind's base run KIND-D-qQ-base first: the others start from its ROOT/.../model.keras, so
+    `root` is needed)."""
     from tfhyper.training import RunConfig
 
     _check_choice("model", kinds, tuple(MODELS))
@@ -157,19 +162,19 @@ def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALIT
     base = _base_run(preset, distortions, qualities, root)
     configs = {}
     for kind in kinds:
-        runs = [(distortion, quality) for distortion in distortions for quality in qualities]
+        runs = [(distortion, quality, False) for distortion in distortions for quality in qualities]
         if base:  # the base run first, so that its fine-tunes find it
-            runs.sort(key=lambda run: run != base)
-        for distortion, quality in runs:
+            runs.insert(0, (*base, True))
+        for distortion, quality, is_base in runs:
             patch_size, batch_size = preset.crops(distortion)
             if distortion == "ms-ssim" and patch_size < MS_SSIM_MIN_SIDE:
                 raise ValueError(f"MS-SSIM models need crops of at least {MS_SSIM_MIN_SIDE} pixels, got {patch_size}")
             num_filters, latent_filters = preset.filters(base[1] if base else quality)
             steps, learning_rate, init_from = preset.steps, preset.learning_rate, None
-            if base and (distortion, quality) != base:
+            if base and not is_base:
                 steps, learning_rate = preset.fine_tune_steps, preset.fine_tune_learning_rate
-                init_from = str(pathlib.Path(root) / run_name(kind, *base) / MODEL_FILE)
-            configs[run_name(kind, distortion, quality)] = RunConfig(
+                init_from = str(pathlib.Path(root) / (run_name(kind, *base) + BASE_SUFFIX) / MODEL_FILE)
+            configs[run_name(kind, distortion, quality) + (BASE_SUFFIX if is_base else "")] = RunConfig(
                 model=kind, distortion=distortion, quality=quality, num_filters=num_filters,
                 latent_filters=latent_filters, data=data, steps=steps, batch_size=batch_size,
                 patch_size=patch_size, learning_rate=learning_rate,
@@ -250,7 +255,7 @@ def run_sweep(configs, root, images=None, progress=True, extra_callbacks=()):
             print(f"{name}: {error}", file=sys.stderr, flush=True)
             failures[name] = str(error)
             continue
-        if images is not None:
+        if images is not None and not name.endswith(BASE_SUFFIX):
             model_rows = evaluated_rows(name, model, run_dir, images, progress)
             rows += model_rows
             summary[name] = {"run": dataclasses.asdict(config), **evaluate.summarize(model_rows, {name: model})[name]}
@@ -275,9 +280,10 @@ def define_flags():
     cli.define_run_flags(OVERRIDES, default=None, help_text="{help} Default: the preset's (for every model).",
                          bounds={"learning_rate": {"lower_bound": 0}})
     flags.DEFINE_float("filter_scale", None, "Overrides the preset's factor on the paper's N and M.", lower_bound=0)
-    flags.DEFINE_integer("base_quality", None, "Train one model per kind long and fine-tune it to the others: the "
-                         "quality (of the MSE models, if selected) trained first for --steps; every other model starts "
-                         "from it with its N and M (default: separate models, as the paper trains them).",
+    flags.DEFINE_integer("base_quality", None, "Train one model per kind long and fine-tune it to every selected "
+                         "quality: the quality (of the MSE models, if selected) of the base run, trained first for "
+                         "--steps into ROOT/KIND-mse-qQ-base; every model starts from it with its N and M (default: "
+                         "separate models, as the paper trains them).",
                          lower_bound=min(QUALITIES), upper_bound=max(QUALITIES))
     flags.DEFINE_integer("fine_tune_steps", None, "Steps of each fine-tuned model (default: a quarter of --steps).",
                          lower_bound=1)

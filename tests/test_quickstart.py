@@ -37,12 +37,12 @@ def test_quickstart_writes_report_plot_and_real_files_and_resumes(tmp_path):
     # Run again: every model is kept, none retrained.
     result = _quickstart(out)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("trained already") == 4 and ": training" not in result.stdout
-    # The quality-1 models were fine-tuned from the quality-2 ones (the middle of the selected curve).
+    assert result.stdout.count("trained already") == 6 and ": training" not in result.stdout  # 2 bases, 4 models
+    # Every model was fine-tuned from its prior's base run at quality 2 (the middle of the selected curve).
     import json
 
     run = json.loads((out / "runs" / "factorized-mse-q1" / "run.json").read_text())
-    assert run["init_from"] == str(out / "runs" / "factorized-mse-q2" / "model.keras")
+    assert run["init_from"] == str(out / "runs" / "factorized-mse-q2-base" / "model.keras")
 
 
 def test_quickstart_bad_images_folder_is_one_line(tmp_path):
@@ -52,13 +52,13 @@ def test_quickstart_bad_images_folder_is_one_line(tmp_path):
 
 
 def test_the_step_count_fits_the_budget_and_is_kept_for_a_rerun(tmp_path, monkeypatch):
-    """Two priors timed at 0.2 and 0.1 s per step with 10 and 5 s of set-up; a base run (quality 3) and one
-    fine-tune of a quarter of its steps (quality 1) per prior in 150 s leave 150 - 30 = 120 s for
-    (0.2 + 0.1) * (1 + 0.25) * 1.25 = 0.46875 s per base step: 256 steps."""
+    """Two priors timed at 0.2 and 0.1 s per step with 10 and 5 s of set-up; per prior a base run and two models
+    fine-tuned from it for a quarter of its steps (qualities 1 and 3) in 150 s leave 150 - 3 * 15 = 105 s for
+    (0.2 + 0.1) * (1 + 2 * 0.25) * 1.25 = 0.5625 s per base step: 186 steps."""
     from experiments import quickstart, sweep
 
     configs = sweep.sweep_configs(quickstart.QUICK, sweep.KINDS, ("mse",), [1, 3], root=tmp_path / "runs")
-    assert [c.init_from is None for c in configs.values()] == [True, False, True, False]  # each base first
+    assert list(configs)[0] == "hyperprior-mse-q3-base" and list(configs)[3] == "factorized-mse-q3-base"
     timed = []
 
     def timing(config):
@@ -66,11 +66,11 @@ def test_the_step_count_fits_the_budget_and_is_kept_for_a_rerun(tmp_path, monkey
         timed.append(config.model)
         return {"hyperprior": (0.2, 10.0), "factorized": (0.1, 5.0)}[config.model]
 
-    assert quickstart.steps_within(150.0, configs, timing)[0] == 256
+    assert quickstart.steps_within(150.0, configs, timing)[0] == 186
     assert sorted(timed) == ["factorized", "hyperprior"]  # each prior timed once
     monkeypatch.setattr(quickstart, "step_timing", timing)
-    assert quickstart.schedule(tmp_path, configs, 2.5) == 256
+    assert quickstart.schedule(tmp_path, configs, 2.5) == 186
     timed.clear()
-    assert quickstart.schedule(tmp_path, configs, 2.5) == 256 and not timed  # a rerun keeps the count, untimed
+    assert quickstart.schedule(tmp_path, configs, 2.5) == 186 and not timed  # a rerun keeps the count, untimed
     # A budget too small for any training still trains the minimum.
     assert quickstart.steps_within(1.0, configs, timing)[0] == quickstart.MIN_STEPS

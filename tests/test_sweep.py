@@ -218,19 +218,21 @@ def test_cli_prints_help_and_reports_bad_flags_in_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_base_run_is_trained_first_and_the_others_fine_tuned_from_it(tmp_path):
-    """--base_quality: per kind the MSE model of that quality first, with the preset's steps; every other model
-    (MS-SSIM included) starts from it with its N and M, a quarter of the steps and 0.3 x the learning rate."""
+def test_a_base_run_is_trained_first_and_every_model_fine_tuned_from_it(tmp_path):
+    """--base_quality: per kind a base run at that quality (MSE if selected) first, with the preset's steps; every
+    selected model (MS-SSIM and the base's quality included) starts from it with its N and M, a quarter of the
+    steps and 0.3 x the learning rate."""
     preset = sweep.with_overrides(sweep.PRESETS["cpu"], steps=400, base_quality=4, patch_size=192)
     configs = sweep.sweep_configs(preset, ["hyperprior", "factorized"], ["ms-ssim", "mse"], [2, 4, 6], root=tmp_path)
     names = list(configs)
-    assert names[0] == "hyperprior-mse-q4" and names[6] == "factorized-mse-q4"
+    assert names[0] == "hyperprior-mse-q4-base" and names[7] == "factorized-mse-q4-base" and len(names) == 14
     for name, config in configs.items():
         assert (config.num_filters, config.latent_filters) == (32, 48)  # q6 alone would be N=48, M=80
-        if name.endswith("mse-q4") and "ms-ssim" not in name:
+        if name.endswith("-base"):
             assert config.init_from is None and config.steps == 400 and config.learning_rate == 1e-3
+            assert (config.distortion, config.quality) == ("mse", 4)
         else:
-            assert config.init_from == str(tmp_path / f"{config.model}-mse-q4" / "model.keras")
+            assert config.init_from == str(tmp_path / f"{config.model}-mse-q4-base" / "model.keras")
             assert config.steps == 100 and config.learning_rate == pytest.approx(3e-4)
     with pytest.raises(ValueError, match="the base quality 4 is not among the qualities 2, 6"):
         sweep.sweep_configs(preset, ["hyperprior"], ["mse"], [2, 6], root=tmp_path)
@@ -238,8 +240,8 @@ def test_a_base_run_is_trained_first_and_the_others_fine_tuned_from_it(tmp_path)
 
 def test_a_fine_tune_whose_base_diverged_is_reported_not_trained(tmp_path):
     preset = sweep.with_overrides(sweep.PRESETS["test"], base_quality=1)
-    configs = sweep.sweep_configs(preset, ["factorized"], ["mse"], [1, 2], root=tmp_path)
-    del configs["factorized-mse-q1"]  # as if the base had diverged: no model to start from
+    configs = sweep.sweep_configs(preset, ["factorized"], ["mse"], [1], root=tmp_path)
+    del configs["factorized-mse-q1-base"]  # as if the base had diverged: no model to start from
     rows, summary, failures = sweep.run_sweep(configs, tmp_path, progress=False)
-    assert failures == {"factorized-mse-q2": "not trained: its base run factorized-mse-q1 has no model"}
-    assert not (tmp_path / "factorized-mse-q2").exists()
+    assert failures == {"factorized-mse-q1": "not trained: its base run factorized-mse-q1-base has no model"}
+    assert not (tmp_path / "factorized-mse-q1").exists()
