@@ -126,12 +126,13 @@ def capacity_curves(rows, settings):
         entry = settings.get(row["model"], {})
         if results.model_kind(entry) == "factorized" and entry.get("distortion") == "mse":
             scale = capacity(entry)
-            groups.setdefault(entry["N"] if scale is None else scale, []).append(row)
+            key = entry.get("curve") or (entry["N"] if scale is None else scale)
+            groups.setdefault(key, []).append(row)
     if len(groups) < 2:
         raise MissingInput("figure 9 needs factorized MSE models of two or more capacities N in the evaluation "
                            "results (with the settings JSON beside the CSV), e.g. a sweep with --filter_scale")
     curves = {}
-    for key in sorted(groups):
+    for key in sorted(groups, key=str):
         numbers = sorted({int(settings[row["model"]]["N"]) for row in groups[key]})
         curves[f"N = {', '.join(map(str, numbers))}"] = aggregate(groups[key], "model", "psnr")
     return curves

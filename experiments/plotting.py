@@ -45,9 +45,13 @@ def family(model, settings):
     """The curve a model belongs to: class and distortion from its settings, else its name without the setting.
 
     Models whose N is not the paper's N for their lambda (scaled as in the sweep's presets) form curves of
-    their own, labelled with the scale: "FactorizedPrior (mse, N x0.125)". Figure 9 compares such curves.
+    their own, labelled with the scale: "FactorizedPrior (mse, N x0.125)". Figure 9 compares such curves. Settings
+    may name the curve instead ("curve"): models fine-tuned from one base run keep its N and M at every lambda, so
+    the paper's N per lambda would split them.
     """
     entry = settings.get(model)
+    if entry and entry.get("curve"):  # named where it was trained (models fine-tuned from one base run)
+        return entry["curve"]
     if entry and "class" in entry:
         scale = capacity(entry)
         suffix = "" if scale in (None, 1.0) else f", N x{scale:g}"

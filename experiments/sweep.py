@@ -259,6 +259,10 @@ def run_sweep(configs, root, images=None, progress=True, extra_callbacks=()):
             model_rows = evaluated_rows(name, model, run_dir, images, progress)
             rows += model_rows
             summary[name] = {"run": dataclasses.asdict(config), **evaluate.summarize(model_rows, {name: model})[name]}
+            if config.init_from:  # one curve per base run, whatever the paper's N at each lambda
+                settings = summary[name]["settings"]
+                settings["curve"] = (f"{settings['class']} ({config.distortion}, fine-tuned, N={settings['N']}, "
+                                     f"M={settings['M']})")
     return rows, summary, failures
 
 

@@ -193,6 +193,27 @@ def test_figure9_draws_one_curve_per_capacity(tmp_path):
         figures.figure9([row for row in rows if "n16" in row["model"]], settings)
 
 
+def test_models_fine_tuned_from_one_base_run_stay_one_curve_by_name(tmp_path):
+    """Settings that name their curve keep a fine-tuned family together: N=32 at q6 is not the paper's N there
+    (192, x1/6 against x1/4), which would otherwise split q6 off, in Figure 5's curves and Figure 9's alike."""
+    rows, models = [], {}
+    for n in (16, 32):
+        for q, lmbda in ((2, 0.0035), (4, 0.0130), (6, 0.0483)):
+            name = f"factorized-n{n}-q{q}"
+            models[name] = {"settings": {"class": "FactorizedPrior", "distortion": "mse", "N": n, "M": 3 * n // 2,
+                                         "lambda": lmbda, "curve": f"FactorizedPrior (mse, fine-tuned, N={n})"}}
+            for image in IMAGES:
+                rows.append({"model": name, "image": image, "bpp": 0.1 * q, "psnr": 25 + q + n / 16,
+                             "ms_ssim_db": 10.0, "bpp_z": 0.0})
+    evaluation = _write_csv(tmp_path / "eval.csv", rows)
+    evaluation.with_suffix(".json").write_text(json.dumps({"models": models}))
+    rows, settings = results.read_evaluations([evaluation])
+    curves = plotting.model_curves(rows, settings, "psnr")
+    assert set(curves) == {"FactorizedPrior (mse, fine-tuned, N=16)", "FactorizedPrior (mse, fine-tuned, N=32)"}
+    assert all(len(bpp) == 3 for bpp, _ in curves.values())
+    assert list(figures.capacity_curves(rows, settings)) == ["N = 16", "N = 32"]
+
+
 def test_evaluations_of_several_roots_keep_same_named_models_apart(tmp_path):
     first = tmp_path / "a" / "results.csv"
     second = tmp_path / "b" / "results.csv"
