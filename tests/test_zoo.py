@@ -278,7 +278,8 @@ def test_choose_model_and_quality():
     default = zoo.default_name()
     assert zoo.choose() == f"zoo:{default}"
     assert zoo.choose("runs/x/model.keras") == "runs/x/model.keras"
-    assert zoo.choose(None, 6) == "zoo:bmshj2018-hyperprior-mse-6"
+    assert zoo.choose(None, 8) == "zoo:bmshj2018-hyperprior-mse-8"  # none bundled: CompressAI's
+    assert zoo.choose(None, 6) == "zoo:tfhyper-cpu256-hyperprior-mse-6"  # bundled
     assert zoo.choose("zoo:bmshj2018-factorized-ms-ssim", 2) == "zoo:bmshj2018-factorized-ms-ssim-2"
     assert zoo.choose("bmshj2018-factorized-ms-ssim", 2) == "zoo:bmshj2018-factorized-ms-ssim-2"
     bundled = zoo.get(default)
