@@ -245,3 +245,16 @@ def test_a_fine_tune_whose_base_diverged_is_reported_not_trained(tmp_path):
     rows, summary, failures = sweep.run_sweep(configs, tmp_path, progress=False)
     assert failures == {"factorized-mse-q1": "not trained: its base run factorized-mse-q1-base has no model"}
     assert not (tmp_path / "factorized-mse-q1").exists()
+
+
+def test_a_fine_tuned_curve_is_named_after_its_base_run(tmp_path):
+    """Every model fine-tuned from a base run carries one curve name (its N and M), so that a curve whose lambdas
+    the paper gives other N's stays one curve in the report and the figures."""
+    preset = sweep.with_overrides(sweep.PRESETS["test"], base_quality=6)
+    configs = sweep.sweep_configs(preset, ["factorized"], ["mse"], [1, 6], root=tmp_path)
+    image = np.random.default_rng(0).integers(0, 256, (176, 176, 3)).astype(np.uint8)
+    rows, summary, failures = sweep.run_sweep(configs, tmp_path, {"a": image}, progress=False)
+    assert not failures and set(summary) == {"factorized-mse-q1", "factorized-mse-q6"}  # the base is not evaluated
+    n, m = configs["factorized-mse-q6-base"].num_filters, configs["factorized-mse-q6-base"].latent_filters
+    for entry in summary.values():
+        assert entry["settings"]["curve"] == f"FactorizedPrior (mse, fine-tuned, N={n}, M={m})"
