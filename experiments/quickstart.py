@@ -39,7 +39,6 @@ from experiments.inputs import MODEL_FILE
 # run per prior trains at the middle quality and every model is fine-tuned from it for a quarter of its steps: with
 # 8 separate models of 653 steps the factorized prior's rate hardly moved with lambda (WORKSPACE_NOTES.md,
 # 2026-12-01); a trained model moves along the curve within a few hundred steps.
-FINE_TUNE_SHARE = 0.25
 QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200, base_quality=3, fine_tune_learning_rate=3e-4)
 SCHEDULE_FILE = "schedule.json"
 # What the timed steps leave out (checkpoints every 200 steps, the logs, saving and evaluating each model): 8 models
@@ -135,8 +134,8 @@ def steps_within(budget_s, configs, timing=None):
     for config in configs.values():
         if config.model not in per_kind:
             per_kind[config.model] = timing(dataclasses.replace(config, init_from=None))
-    # A fine-tuned model trains FINE_TUNE_SHARE of the base run's steps.
-    share = {name: FINE_TUNE_SHARE if config.init_from else 1.0 for name, config in configs.items()}
+    # A fine-tuned model trains sweep.FINE_TUNE_SHARE of the base run's steps.
+    share = {name: sweep.FINE_TUNE_SHARE if config.init_from else 1.0 for name, config in configs.items()}
     per_step = sum(per_kind[config.model][0] * share[name] for name, config in configs.items()) * FIT_OVERHEAD
     setup = sum(per_kind[config.model][1] for config in configs.values())
     return max(MIN_STEPS, int((budget_s - setup) / per_step)), per_kind
@@ -158,8 +157,9 @@ def schedule(out, configs, budget_minutes):
 def schedule_text(preset):
     if preset.base_quality is None:
         return f"{preset.steps} steps each"
+    steps, learning_rate = preset.fine_tuning()
     return (f"a base run at quality {preset.base_quality} for {preset.steps} steps, every model fine-tuned from it "
-            f"for {preset.fine_tune_steps} (Adam {preset.fine_tune_learning_rate:g})")
+            f"for {steps} (Adam {learning_rate:g})")
 
 
 def main(options):
@@ -181,7 +181,7 @@ def main(options):
         out.mkdir(parents=True, exist_ok=True)
         if not options.full and options.steps is None:
             steps = schedule(out, configs, options.training_minutes)
-            preset = sweep.with_overrides(preset, steps=steps, fine_tune_steps=max(1, round(steps * FINE_TUNE_SHARE)))
+            preset = sweep.with_overrides(preset, steps=steps)
             configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, options.data, root=runs)
         print(f"training {len(configs)} models into {runs}: {schedule_text(preset)}", flush=True)
         rows, summary, failures = sweep.run_sweep(configs, runs, images)

@@ -63,6 +63,10 @@ from tfhyper.training import model_kinds
 KINDS = ("hyperprior", "factorized")  # the paper's two (section 4.1's 32 models); any kind of MODELS may be chosen
 QUALITIES = tuple(paper.QUALITIES)
 # The settings of `tfhyper.training.RunConfig` that --flags of the same names set instead of the preset.
+# A fine-tuned model's share of the base run's steps and learning rate, unless set (--fine_tune_steps and
+# --fine_tune_learning_rate): the shares of the measured schedule (WORKSPACE_NOTES.md, the fine-tuned reproduction).
+FINE_TUNE_SHARE = 0.25
+FINE_TUNE_LEARNING_RATE_SHARE = 0.3
 OVERRIDES = ("steps", "learning_rate", "learning_rate_decay", "patch_size", "batch_size", "checkpoint_every")
 EVALUATION_FILE = "evaluation.json"
 RESULTS_FILE = "results.csv"
@@ -92,8 +96,13 @@ class Preset:
     # included, starts from it (`--init_from`) and is fine-tuned for `fine_tune_steps` at `fine_tune_learning_rate`,
     # all with the base's N and M, so that every point of a curve has had the same training.
     base_quality: int | None = None
-    fine_tune_steps: int | None = None
-    fine_tune_learning_rate: float | None = None
+    fine_tune_steps: int | None = None  # default: FINE_TUNE_SHARE of `steps`
+    fine_tune_learning_rate: float | None = None  # default: FINE_TUNE_LEARNING_RATE_SHARE of `learning_rate`
+
+    def fine_tuning(self):
+        """(steps, learning rate) of a model fine-tuned from the base run, derived from the base's unless set."""
+        return (self.fine_tune_steps or max(1, round(self.steps * FINE_TUNE_SHARE)),
+                self.fine_tune_learning_rate or self.learning_rate * FINE_TUNE_LEARNING_RATE_SHARE)
 
     def crops(self, distortion):
         """(crop size, batch size) for models trained on `distortion`."""
@@ -136,11 +145,7 @@ def with_overrides(preset, steps=None, learning_rate=None, patch_size=None, batc
                "filter_scale": filter_scale, "patch_size": patch_size, "ms_ssim_patch_size": patch_size,
                "batch_size": batch_size, "ms_ssim_batch_size": batch_size, "base_quality": base_quality,
                "fine_tune_steps": fine_tune_steps, "fine_tune_learning_rate": fine_tune_learning_rate}
-    preset = dataclasses.replace(preset, **{key: value for key, value in changes.items() if value is not None})
-    if preset.base_quality is not None:
-        preset = dataclasses.replace(preset, fine_tune_steps=preset.fine_tune_steps or max(1, preset.steps // 4),
-                                     fine_tune_learning_rate=preset.fine_tune_learning_rate or preset.learning_rate * 0.3)
-    return preset
+    return dataclasses.replace(preset, **{key: value for key, value in changes.items() if value is not None})
 
 
 BASE_SUFFIX = "-base"  # the run directory of a base run: trained, not evaluated, the start of the others
@@ -172,7 +177,7 @@ def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALIT
             num_filters, latent_filters = preset.filters(base[1] if base else quality)
             steps, learning_rate, init_from = preset.steps, preset.learning_rate, None
             if base and not is_base:
-                steps, learning_rate = preset.fine_tune_steps, preset.fine_tune_learning_rate
+                steps, learning_rate = preset.fine_tuning()
                 init_from = str(pathlib.Path(root) / (run_name(kind, *base) + BASE_SUFFIX) / MODEL_FILE)
             configs[run_name(kind, distortion, quality) + (BASE_SUFFIX if is_base else "")] = RunConfig(
                 model=kind, distortion=distortion, quality=quality, num_filters=num_filters,
