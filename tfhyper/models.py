@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhyper import bitstream, losses, paper
+from tfhyper import bitstream, distribute, losses, paper
 from tfhyper.densities import scale_table
 from tfhyper.entropy_models import (
     EntropyBottleneck,
@@ -181,7 +181,8 @@ class CompressionModel(keras.Model):
         for name, tracker in self._trackers.items():
             if name in terms:
                 tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self._trackers.items() if name in terms}
+        results = {name: tracker.result() for name, tracker in self._trackers.items() if name in terms}
+        return distribute.step_logs(results)
 
     @property
     def metrics(self):
@@ -191,9 +192,10 @@ class CompressionModel(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             terms = self.rate_distortion(x, training=True)
-            loss = tf.reduce_mean(terms["loss"])
-            scaled = self.optimizer.scale_loss(loss)
+            loss = tf.reduce_mean(terms["loss"])  # eq. 10 over this replica's crops
+            scaled = self.optimizer.scale_loss(distribute.replica_share(loss))
         gradients = tape.gradient(scaled, self.trainable_variables)
+        gradients = distribute.cross_replica_gradients(self.optimizer, gradients)  # the global batch's, clipped
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         # MS-SSIM of an MSE-trained model is an evaluation metric (test_step); computing it on every
         # training step would cost time for a number nobody optimizes.

@@ -11,6 +11,10 @@ A run lives in one directory:
 
 Training is split into "epochs" of `checkpoint_every` steps: Keras checkpoints at epoch ends, so an
 interrupted run resumes at exactly the step of its last checkpoint with the optimizer state intact.
+
+On several devices or machines (`RunConfig.strategy`, `tfhyper.distribute`) the model and optimizer live under
+the strategy's scope, every worker draws its own crops, and only the chief writes the directory; the other
+workers resume from the chief's checkpoint, so the directory must be on a filesystem they all see.
 """
 import dataclasses
 import json
@@ -21,8 +25,9 @@ import tempfile
 import warnings
 
 import keras
+import tensorflow as tf
 
-from tfhyper import paper
+from tfhyper import distribute, paper
 from tfhyper.hardware import precision_warning
 
 
@@ -56,7 +61,8 @@ class RunConfig:
     data: str | None = _setting(
         None, "Training images: a folder, a glob, or tfds:NAME[:split]. Default: built-in synthetic images.")
     steps: int = _setting(1_000_000, "Total training steps.", lower_bound=1)
-    batch_size: int = _setting(paper.BATCH_SIZE, f"Crops per step (paper: {paper.BATCH_SIZE}).", lower_bound=1)
+    batch_size: int = _setting(paper.BATCH_SIZE, f"Crops per optimizer step in all, shared by the replicas of a "
+                               f"--strategy (paper: {paper.BATCH_SIZE}).", lower_bound=1)
     patch_size: int = _setting(paper.PATCH_SIZE, f"Crop size (paper: {paper.PATCH_SIZE}).", lower_bound=16)
     learning_rate: float = _setting(paper.LEARNING_RATE, "Adam learning rate (paper: 1e-4).")
     learning_rate_decay: str = _setting("none", "Learning-rate schedule", choices={
@@ -77,6 +83,10 @@ class RunConfig:
     jit_compile: str = _setting("auto", "XLA compilation of the training step", choices={
         "auto": "Keras' choice: on with a GPU or TPU, off on CPUs, where XLA made the step slower",
         "on": "always", "off": "never"})
+    strategy: str = _setting("default", "tf.distribute strategy (tfhyper.distribute)",
+                             choices=distribute.STRATEGIES)
+    devices: str | None = _setting(None, "Devices of the mirrored strategy, comma-separated (e.g. /gpu:0,/gpu:1); "
+                                   "default: all local GPUs.")
     init_from: str | None = _setting(
         None, "Start from the weights of a saved model (.keras file or zoo:NAME) of the same kind, N and M instead "
         "of a fresh initialization: fine-tuning one trained model to other lambdas shares its training across a "
@@ -102,6 +112,9 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "init_from": None,
     "jit_compile": "auto",
 }
+
+# How a run is computed, not what it trains: a run may resume with other values (on other devices, say).
+EXECUTION_SETTINGS = ("strategy", "devices")
 
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}  # RunConfig.jit_compile -> keras.Model.compile's
 
@@ -220,6 +233,15 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+class WorkerLost(RuntimeError):
+    """A worker of a multi-worker run stopped or could not be reached, so the others could not go on."""
+
+
+def devices_of(config):
+    """The device names of `config.devices` ("/gpu:0,/gpu:1"), or None."""
+    return [name.strip() for name in config.devices.split(",") if name.strip()] if config.devices else None
+
+
 def train(config, run_dir, verbose=1, extra_callbacks=()):
     """Trains (or resumes) the run in `run_dir`; returns the final model and its last metrics.
 
@@ -229,18 +251,23 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
     from tfhyper.models import load_model
 
     learning_rate_schedule(config)  # a bad decay is refused before the run directory is touched
+    # First: a multi-worker strategy must exist before any other TensorFlow operation of the process.
+    strategy = distribute.make_strategy(config.strategy, devices_of(config))
+    distribute.check_batch_size(config.batch_size, strategy)
+    chief = distribute.is_chief(strategy)
     run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
     settings = dataclasses.asdict(config)
     run_file = run_dir / "run.json"
     if run_file.exists():
         # Settings added since a run was started take the values that run trained with.
         stored = json.loads(run_file.read_text())
         previous = {**dataclasses.asdict(RunConfig()), **SETTINGS_BEFORE_THEY_EXISTED, **stored}
-        if previous != settings:
-            changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        changed = sorted(k for k in settings if previous.get(k) != settings[k] and k not in EXECUTION_SETTINGS)
+        if changed:
             raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); use another directory")
-    else:
+    elif chief:
         write_json_atomic(run_file, settings)
 
     final = run_dir / "model.keras"
@@ -254,44 +281,45 @@ def train(config, run_dir, verbose=1, extra_callbacks=()):
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
     try:
-        return _train(config, run_dir, final, verbose, extra_callbacks)
+        return _train(config, run_dir, final, verbose, extra_callbacks, strategy, chief)
+    except tf.errors.OpError as error:
+        if config.strategy != "multi_worker":
+            raise
+        raise WorkerLost(f"a worker of the cluster stopped or cannot be reached ({type(error).__name__}); run the "
+                         f"same command on every worker again to resume {run_dir} from its last checkpoint") from None
     finally:
         # The policy is process-wide: models made after this run must not silently compute in bfloat16.
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
-def _train(config, run_dir, final, verbose, extra_callbacks):
-    from tfhyper.data import make_dataset
+def _train(config, run_dir, final, verbose, extra_callbacks, strategy, chief):
     from tfhyper.models import load_model
 
     steps_per_epoch = min(config.checkpoint_every, config.steps)
     epochs = math.ceil(config.steps / steps_per_epoch)
     checkpoint = run_dir / "checkpoint.keras"
     initial_epoch = 0
-    if checkpoint.exists():
-        model = load_model(checkpoint)
-        # The step count lives in the checkpoint itself (the optimizer's), so it cannot disagree with it.
-        done = int(model.optimizer.iterations.numpy())
-        initial_epoch = done // steps_per_epoch if done < config.steps else epochs
-        if verbose:
-            print(f"Resuming {run_dir} at step {done} of {config.steps}")
-    else:
-        keras.utils.set_random_seed(config.seed)
-        model = build_model(config)
-        if config.init_from:
-            _start_from(model, config.init_from)
-        model.compile(optimizer=build_optimizer(config), jit_compile=JIT_COMPILE[config.jit_compile])
+    with strategy.scope():  # variables, optimizer state and metrics made for every replica
+        if checkpoint.exists():
+            model = load_model(checkpoint)
+            # The step count lives in the checkpoint itself (the optimizer's), so it cannot disagree with it.
+            done = int(model.optimizer.iterations.numpy())
+            initial_epoch = done // steps_per_epoch if done < config.steps else epochs
+            if verbose:
+                print(f"Resuming {run_dir} at step {done} of {config.steps}")
+        else:
+            keras.utils.set_random_seed(config.seed)
+            model = build_model(config)
+            if config.init_from:
+                _start_from(model, config.init_from)
+            model.compile(optimizer=build_optimizer(config), jit_compile=JIT_COMPILE[config.jit_compile])
 
     # A resumed run draws fresh crops instead of replaying the ones it has already trained on.
-    dataset = make_dataset(
-        config.data,
-        patch_size=config.patch_size,
-        batch_size=config.batch_size,
-        downsample=config.downsample,
-        screen_saturation=config.screen_saturation,
-        seed=config.seed + initial_epoch,
-    )
+    dataset = training_data(config, strategy, seed=config.seed + initial_epoch)
     nan_guard = StopOnNaN()
+    # Only the chief writes the run directory; the other workers train in step with it.
+    writers = [AtomicCheckpoint(run_dir, steps_per_epoch),
+               keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), update_freq=100)] if chief else []
     history = model.fit(
         dataset,
         epochs=epochs,
@@ -302,8 +330,7 @@ def _train(config, run_dir, final, verbose, extra_callbacks):
         callbacks=[
             StopAtStep(config.steps),
             nan_guard,
-            AtomicCheckpoint(run_dir, steps_per_epoch),
-            keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), update_freq=100),
+            *writers,
             *extra_callbacks,
         ],
     )
@@ -316,6 +343,8 @@ def _train(config, run_dir, final, verbose, extra_callbacks):
         metrics = {k: float(v[-1]) for k, v in history.history.items()}
     else:  # killed after its last checkpoint: nothing left to train, the metrics are in progress.json
         metrics = json.loads((run_dir / "progress.json").read_text()).get("metrics", {})
+    if not chief:
+        return model, metrics
     fd, tmp = tempfile.mkstemp(suffix=".keras", dir=run_dir)
     os.close(fd)
     model.save(tmp)
@@ -323,3 +352,23 @@ def _train(config, run_dir, final, verbose, extra_callbacks):
     steps = int(model.optimizer.iterations.numpy())
     write_json_atomic(run_dir / "progress.json", {"epochs_done": epochs, "steps_done": steps, "metrics": metrics})
     return model, metrics
+
+
+def training_data(config, strategy, seed):
+    """The run's crops: batches of `config.batch_size` on one device; under a strategy with several replicas or
+    workers, each replica's share of the global batch, each worker drawing from its own seed
+    (`distribute.pipeline_seed`)."""
+    from tfhyper.data import make_dataset
+
+    def crops(batch_size, seed):
+        return make_dataset(config.data, patch_size=config.patch_size, batch_size=batch_size,
+                            downsample=config.downsample, screen_saturation=config.screen_saturation, seed=seed)
+
+    if strategy.num_replicas_in_sync == 1 and config.strategy == "default":
+        return crops(config.batch_size, seed)
+
+    def pipeline(context):
+        return crops(context.get_per_replica_batch_size(config.batch_size),
+                     distribute.pipeline_seed(seed, context))
+
+    return strategy.distribute_datasets_from_function(pipeline)
