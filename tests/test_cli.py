@@ -32,6 +32,8 @@ TRAIN_FLAGS = {
     "initializer": (paper.INITIALIZER, None, None, ["fan_in_uniform", "glorot_uniform"]),
     "adam_epsilon": (paper.ADAM_EPSILON, 0.0, None, None),
     "clip_norm": (paper.GRADIENT_CLIP_NORM, 0.0, None, None),
+    "strategy": ("default", None, None, ["default", "mirrored", "multi_worker", "tpu"]),
+    "devices": (None, None, None, None),
     "init_from": (None, None, None, None),
     "jit_compile": ("auto", None, None, ["auto", "off", "on"]),
 }
