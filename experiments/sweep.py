@@ -17,6 +17,13 @@ per-model results, atomically: ROOT/results.csv (one row per model and image) an
 settings, run settings and means), with the columns of `experiments.evaluate`. A model whose training diverges is
 reported and the others go on; the command then exits with an error.
 
+Several workers (one per GPU with --gpu, or machines sharing ROOT) may run the same command at once: they split
+the models by claims in ROOT/claims (`experiments.claims`), a stopped worker's model is taken over after
+--claim_expiry seconds and resumed from its checkpoint, and each worker writes the merged table once all models
+are evaluated. With --strategy=multi_worker a cluster instead trains every model together, its chief evaluating.
+
+    for gpu in 0 1 2 3; do python -m experiments.sweep --preset=paper ... --gpu=$gpu & done
+
 Presets (flags --steps, --learning_rate, --patch_size, --batch_size, --checkpoint_every, --filter_scale override
 them; --patch_size and --batch_size apply to MSE and MS-SSIM models alike):
 
@@ -44,15 +51,19 @@ them; --patch_size and --batch_size apply to MSE and MS-SSIM models alike):
            Evaluation adds about 0.3 s per model and Kodak image.
   test   Seconds per model (N and M a sixteenth, 64x64 crops, 4 steps): exercises the machinery, compresses badly.
 """
+import contextlib
 import dataclasses
 import hashlib
 import json
 import pathlib
 import sys
+import time
 
 from absl import flags
 
 from experiments import cli, evaluate, results
+from experiments import claims as sharing
+from experiments.claims import FAILED, ClaimLost, Claims
 from experiments.inputs import MODEL_FILE
 from tfhyper import paper
 from tfhyper.imageio import atomic_write_bytes
@@ -237,38 +248,120 @@ def evaluated_rows(name, model, run_dir, images, progress=True):
     return rows
 
 
-def run_sweep(configs, root, images=None, progress=True, extra_callbacks=()):
+class KeepClaim:
+    """A Keras callback (made on demand) that stops training when another worker has taken the model over."""
+
+    def __new__(cls, claim):
+        import keras
+
+        class _KeepClaim(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                claim.check()
+
+        return _KeepClaim()
+
+
+def _finished(run_dir, images, is_base):
+    """Whether the run needs nothing more: trained, and evaluated on exactly `images` unless it is a base run."""
+    if not (run_dir / MODEL_FILE).exists():
+        return False
+    if images is None or is_base:
+        return True
+    try:
+        return json.loads((run_dir / EVALUATION_FILE).read_text())["key"]["images"] == image_digests(images)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def run_sweep(configs, root, images=None, progress=True, extra_callbacks=(), claims=None, poll=None):
     """Train (or resume, or skip) each run of `configs` under `root`, then evaluate it on `images` (if given).
+
+    claims: an `experiments.claims.Claims` shared with other workers running the same sweep (default: one on
+    `root`; False: none, every model is this process's). A model claimed by a live worker is left to it and waited
+    for (every `poll` seconds, default the claims' heartbeat); a fine-tune waits for its base run.
 
     Returns (rows, summary, failures): the per-image rows of every evaluated model, name -> {"run": its
     RunConfig, "settings", "aggregate"} as in `evaluate.summarize`, and name -> message for diverged runs.
     """
+    root = pathlib.Path(root)
+    if claims is None:
+        claims = Claims(root)
+    poll = poll if poll is not None else (claims.heartbeat if claims else 1.0)
+    failures, models, pending = {}, {}, list(configs)
+    while pending:
+        waiting = [name for name in pending
+                   if not _work_on(name, configs, root, images, progress, extra_callbacks, claims, failures, models)]
+        if waiting and len(waiting) == len(pending):
+            time.sleep(poll)  # every model left is another worker's, or waits for a base run
+        pending = waiting
+    return (*_collected(configs, root, images, progress, failures, models), failures)
+
+
+def _work_on(name, configs, root, images, progress, extra_callbacks, claims, failures, models):
+    """One look at one model: train and evaluate it if it is free; True once nothing is left to do for it here."""
     from tfhyper.training import TrainingDiverged, train
 
-    rows, summary, failures = [], {}, {}
-    for position, (name, config) in enumerate(configs.items(), 1):
-        run_dir = pathlib.Path(root) / name
-        if config.init_from and not pathlib.Path(config.init_from).exists():
-            failures[name] = f"not trained: its base run {pathlib.Path(config.init_from).parent.name} has no model"
-            print(f"{name}: {failures[name]}", file=sys.stderr, flush=True)
-            continue
+    config, run_dir, is_base = configs[name], root / name, name.endswith(BASE_SUFFIX)
+    failed = claims.failure(name) if claims else None
+    if failed:
+        failures[name] = failed
+        return True
+    position = f"[{list(configs).index(name) + 1}/{len(configs)}] {name}"
+    if _finished(run_dir, images, is_base):
+        print(f"{position}: trained already", flush=True)
+        return True
+    if config.init_from and not pathlib.Path(config.init_from).exists():
+        base = pathlib.Path(config.init_from).parent.name
+        if base in configs and base not in failures:
+            return False  # its base run is still training, here or on another worker
+        failures[name] = f"not trained: its base run {base} has no model"
+        print(f"{name}: {failures[name]}", file=sys.stderr, flush=True)
+        return True
+    claim = claims.take(name) if claims else contextlib.nullcontext()
+    if claim is None:
+        return False
+    with claim:
         state = "trained already" if (run_dir / MODEL_FILE).exists() else "training"
-        print(f"[{position}/{len(configs)}] {name}: {state}", flush=True)
+        print(f"{position}: {state}", flush=True)
+        keep = [KeepClaim(claim)] if claims else []
         try:
-            model, _ = train(config, run_dir, verbose=1 if progress else 0, extra_callbacks=extra_callbacks)
+            model, _ = train(config, run_dir, verbose=1 if progress else 0,
+                             extra_callbacks=[*keep, *extra_callbacks])
         except TrainingDiverged as error:
             print(f"{name}: {error}", file=sys.stderr, flush=True)
             failures[name] = str(error)
+            if claims:
+                claim.end(FAILED, str(error))
+            return True
+        except ClaimLost as error:
+            print(f"{name}: {error}; leaving it to that worker", file=sys.stderr, flush=True)
+            return False
+        if images is not None and not is_base:
+            evaluated_rows(name, model, run_dir, images, progress)
+        models[name] = model
+    return True
+
+
+def _collected(configs, root, images, progress, failures, models):
+    """(rows, summary) of every evaluated model, whichever worker trained and evaluated it (from its cache)."""
+    from tfhyper.training import train
+
+    rows, summary = [], {}
+    if images is None:
+        return rows, summary
+    for name, config in configs.items():
+        if name in failures or name.endswith(BASE_SUFFIX):
             continue
-        if images is not None and not name.endswith(BASE_SUFFIX):
-            model_rows = evaluated_rows(name, model, run_dir, images, progress)
-            rows += model_rows
-            summary[name] = {"run": dataclasses.asdict(config), **evaluate.summarize(model_rows, {name: model})[name]}
-            if config.init_from:  # one curve per base run, whatever the paper's N at each lambda
-                settings = summary[name]["settings"]
-                settings["curve"] = (f"{settings['class']} ({config.distortion}, fine-tuned, N={settings['N']}, "
-                                     f"M={settings['M']})")
-    return rows, summary, failures
+        run_dir = root / name
+        model = models.get(name) or train(config, run_dir, verbose=0)[0]  # a finished run is loaded, not trained
+        model_rows = evaluated_rows(name, model, run_dir, images, progress)
+        rows += model_rows
+        summary[name] = {"run": dataclasses.asdict(config), **evaluate.summarize(model_rows, {name: model})[name]}
+        if config.init_from:  # one curve per base run, whatever the paper's N at each lambda
+            settings = summary[name]["settings"]
+            settings["curve"] = (f"{settings['class']} ({config.distortion}, fine-tuned, N={settings['N']}, "
+                                 f"M={settings['M']})")
+    return rows, summary
 
 
 # --- command line ------------------------------------------------------------------------------------------
@@ -298,6 +391,13 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_float("fine_tune_learning_rate", None, "Adam learning rate of the fine-tuning (default: 0.3 x "
                        "--learning_rate), with the same decay.", lower_bound=0)
+    cli.define_run_flags(["strategy", "devices"])
+    flags.DEFINE_integer("gpu", None, "Pin this worker to the GPU of this index (one worker per GPU, all with the "
+                         "same flags, share the sweep). Default: TensorFlow's choice, or --strategy's devices.",
+                         lower_bound=0)
+    flags.DEFINE_float("claim_expiry", sharing.EXPIRY, "Seconds without a heartbeat after which another worker takes "
+                       "over a model claimed by a worker that stopped (one of this machine's is taken over at once).",
+                       lower_bound=1)
     evaluate.define_image_flags()
     flags.mark_flag_as_required("preset")
     flags.mark_flag_as_required("root")
@@ -314,17 +414,28 @@ def main(options):
     """Train, evaluate and tabulate the selected models (the command line of this module's docstring)."""
     output = options.output or pathlib.Path(options.root) / RESULTS_FILE
     try:
+        from tfhyper import distribute
+
+        if options.gpu is not None:
+            distribute.pin_gpu(options.gpu)
+        # A cluster (multi_worker) trains each model together, in the same order on every worker, and its chief
+        # evaluates; elsewhere each process is one worker of the shared sweep, claiming models.
+        cluster = options.strategy == "multi_worker"
+        evaluates = options.evaluate and (not cluster or distribute.is_chief(distribute.make_strategy("multi_worker")))
         preset = with_overrides(PRESETS[options.preset], filter_scale=options.filter_scale,
                                 base_quality=options.base_quality, fine_tune_steps=options.fine_tune_steps,
                                 fine_tune_learning_rate=options.fine_tune_learning_rate,
                                 **{name: options[name].value for name in OVERRIDES})
         configs = sweep_configs(preset, options.models, options.distortions, _qualities(options.qualities),
                                 options.data, root=options.root)
+        configs = {name: dataclasses.replace(config, strategy=options.strategy, devices=options.devices)
+                   for name, config in configs.items()}
         # Images first: a missing Kodak set is reported before hours of training, not after.
         images = None
-        if options.evaluate:
+        if evaluates:
             images = evaluate.resolve_images(None, options.kodak, options.cache_dir, options.limit)
-        rows, summary, failures = run_sweep(configs, options.root, images)
+        shared = False if cluster else Claims(options.root, expiry=options.claim_expiry)
+        rows, summary, failures = run_sweep(configs, options.root, images, claims=shared)
         if rows:
             results.write_results(output, rows, summary, overwrite=True, preset=options.preset,
                                   preset_settings=dataclasses.asdict(preset), failures=failures)

@@ -258,3 +258,74 @@ def test_a_fine_tuned_curve_is_named_after_its_base_run(tmp_path):
     n, m = configs["factorized-mse-q6-base"].num_filters, configs["factorized-mse-q6-base"].latent_filters
     for entry in summary.values():
         assert entry["settings"]["curve"] == f"FactorizedPrior (mse, fine-tuned, N={n}, M={m})"
+
+
+# --- a sweep shared by workers -------------------------------------------------------------------------------
+
+
+def _claims_of(root, pid):
+    """Names of the models whose newest claim is held by the process `pid`."""
+    held = {}
+    for path in (root / "claims").glob("*.*"):
+        name, _, number = path.name.rpartition(".")
+        if number.isdigit() and int(number) >= held.get(name, (0, None))[0]:
+            try:
+                held[name] = (int(number), json.loads(path.read_text() or "{}"))
+            except (OSError, ValueError):
+                held[name] = (int(number), {})
+    return [name for name, (_, record) in held.items() if record.get("pid") == pid and not record.get("state")]
+
+
+def test_two_workers_share_a_sweep_and_one_finishes_the_model_of_the_other_killed(crops, photos, tmp_path):
+    images = tmp_path / "kodak"
+    images.mkdir()
+    for name, image in crops.items():
+        Image.fromarray(image).save(images / f"{name}.png")
+    root = tmp_path / "runs"
+    steps = 40
+    arguments = _command("--preset=test", "--models=factorized", "--distortions=mse", "--qualities=1,2,3,4",
+                         f"--steps={steps}", "--checkpoint_every=5", "--claim_expiry=5", f"--data={photos}",
+                         f"--root={root}", f"--kodak={images}")
+    names = [f"factorized-mse-q{quality}" for quality in (1, 2, 3, 4)]
+    logs = {worker: tmp_path / f"{worker}.log" for worker in ("first", "second")}
+    with open(logs["first"], "w") as log:
+        first = subprocess.Popen(arguments, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    second = None
+    try:
+        hang_guard = time.monotonic() + 300  # against a hang only
+        victim = None
+        while victim is None:  # the first worker's model, once it has a checkpoint to resume from
+            assert first.poll() is None, logs["first"].read_text()[-2000:]
+            assert time.monotonic() < hang_guard, "the first worker claimed nothing within 300 s"
+            held = _claims_of(root, first.pid) if (root / "claims").exists() else []
+            if held and second is None:
+                with open(logs["second"], "w") as log:
+                    second = subprocess.Popen(arguments, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            if held and (root / held[0] / "progress.json").exists():
+                victim = held[0]
+            time.sleep(0.01)
+        first.kill()
+        first.wait()
+        assert not (root / victim / "model.keras").exists(), "killed too late: the model was finished"
+        killed_at = json.loads((root / victim / "progress.json").read_text())["steps_done"]
+        assert second.wait(timeout=600) == 0, logs["second"].read_text()[-3000:]
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+    first_log, second_log = logs["first"].read_text(), logs["second"].read_text()
+    trained = {worker: [name for name in names if f" {name}: training" in text]
+               for worker, text in (("first", first_log), ("second", second_log))}
+    # Each model trained by one worker, except the killed one, which the other resumed from its checkpoint.
+    assert victim in trained["first"] and victim in trained["second"]
+    assert sorted(set(trained["first"]) | set(trained["second"])) == sorted(names)
+    assert set(trained["first"]) & set(trained["second"]) == {victim}
+    assert f"Resuming {root / victim} at step {killed_at} of {steps}" in second_log
+    for name in names:
+        assert int(tfhyper.load_model(root / name / "model.keras").optimizer.iterations.numpy()) == steps
+    with open(root / "results.csv", newline="", encoding="utf-8") as stream:
+        written = sorted((row["model"], row["image"]) for row in csv.DictReader(stream))
+    assert written == sorted((name, image) for name in names for image in crops)
+    assert sorted(json.loads((root / "results.json").read_text())["models"]) == sorted(names)

@@ -15,6 +15,7 @@ What a strategy changes and where it is handled:
 - gradient clipping bounds the norm of that global gradient, not each replica's share of it;
 - each worker draws its own crops (`pipeline_seed`), and only the chief writes the run directory (`is_chief`).
 """
+import functools
 import json
 import os
 
@@ -48,11 +49,26 @@ def make_strategy(name="default", devices=None):
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("the multi_worker strategy needs the cluster in the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+@functools.cache
+def _multi_worker():
+    # One per process: its collectives are configured once, at the start, for every run the process trains.
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def pin_gpu(index):
+    """Makes GPU `index` the only GPU this process sees (before any TensorFlow operation), so that one worker per
+    GPU can share a sweep."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if index >= len(gpus):
+        raise ValueError(f"no GPU {index}: this machine has {len(gpus)} GPU{'s' if len(gpus) != 1 else ''}")
+    tf.config.set_visible_devices([gpus[index]], "GPU")
 
 
 def task(strategy=None):
