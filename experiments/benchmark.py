@@ -3,6 +3,10 @@
     python -m experiments.benchmark                       # ScaleHyperprior N=128, M=192, 8 x 256x256, float32
     python -m experiments.benchmark --precision=mixed_bfloat16
     python -m experiments.benchmark --jit_compile=on       # the step compiled with XLA
+    python -m experiments.benchmark --strategy=mirrored    # the global batch split over the local GPUs
+
+Reports s/step and images (crops) per second, in total and per replica; --batch_size is the global batch, as in
+`experiments.train`.
 
 A program that prints figures, not a test: wall-clock time depends on the machine and its load.
 """
@@ -15,11 +19,13 @@ from experiments import cli
 from tfhyper import paper
 
 FLAGS = flags.FLAGS
-cli.define_run_flags(["model", "jit_compile"])  # as experiments.train has them
+cli.define_run_flags(["model", "jit_compile", "strategy", "devices"])  # as experiments.train has them
 flags.DEFINE_integer("num_filters", 128, "N of figure 4.")
 flags.DEFINE_integer("latent_filters", 192, "M of figure 4.")
 flags.DEFINE_integer("batch_size", paper.BATCH_SIZE, "Crops per step (paper: 8).")
 flags.DEFINE_integer("patch_size", paper.PATCH_SIZE, "Crop size (paper: 256).")
+flags.DEFINE_integer("logical_cpus", None, "Split the CPU into this many logical devices and mirror over them "
+                     "(--strategy=mirrored without a GPU: the machinery's cost, not a speed-up).", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Steps run before timing (graph tracing, allocator warm-up).")
 flags.DEFINE_integer("steps", 10, "Timed steps; the median is reported.")
 flags.DEFINE_enum(
@@ -30,16 +36,25 @@ flags.DEFINE_enum(
 )
 
 
-def time_training_steps(model, batch, warmup, steps):
-    """Per-step wall-clock seconds of `model.train_on_batch` (one Keras train_step graph each)."""
-    for _ in range(warmup):
-        model.train_on_batch(batch)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(batch)
-        times.append(time.perf_counter() - start)
-    return np.array(times)
+def time_training_steps(model, batches, warmup, steps):
+    """Per-step wall-clock seconds of `model.fit` on `batches` (one Keras train_step each, under the strategy the
+    model was made in), after `warmup` steps of tracing and allocation."""
+    import keras
+
+    class StepTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
+    timer = StepTimes()
+    model.fit(batches, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer])
+    return np.array(timer.times[warmup:])
 
 
 def main(argv):
@@ -47,6 +62,7 @@ def main(argv):
     import keras
     import tensorflow as tf
 
+    from tfhyper import distribute
     from tfhyper.data import dead_leaves
     from tfhyper.models import model_class
     from tfhyper.training import JIT_COMPILE
@@ -58,19 +74,38 @@ def main(argv):
         print(f"warning: {warning}")
     native, reason = native_bfloat16()
     print(f"bfloat16 here: {'native' if native else 'emulated'} ({reason})")
+    devices = [name.strip() for name in FLAGS.devices.split(",")] if FLAGS.devices else None
+    if FLAGS.logical_cpus:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
+        devices = devices or [f"/cpu:{index}" for index in range(FLAGS.logical_cpus)]
+    try:
+        strategy = distribute.make_strategy(FLAGS.strategy, devices)
+        distribute.check_batch_size(FLAGS.batch_size, strategy)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    replicas = strategy.num_replicas_in_sync
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     cls = model_class(FLAGS.model)
-    model = cls(FLAGS.num_filters, FLAGS.latent_filters, lmbda=paper.QUALITIES[3].lmbda_mse)
-    model.compile(optimizer=keras.optimizers.Adam(paper.LEARNING_RATE), jit_compile=JIT_COMPILE[FLAGS.jit_compile])
+    with strategy.scope():
+        model = cls(FLAGS.num_filters, FLAGS.latent_filters, lmbda=paper.QUALITIES[3].lmbda_mse)
+        model.compile(optimizer=keras.optimizers.Adam(paper.LEARNING_RATE),
+                      jit_compile=JIT_COMPILE[FLAGS.jit_compile])
     rng = np.random.default_rng(0)
-    batch = tf.constant(np.stack([dead_leaves(FLAGS.patch_size, rng) for _ in range(FLAGS.batch_size)]))
-    times = time_training_steps(model, batch, FLAGS.warmup, FLAGS.steps)
+    batch = np.stack([dead_leaves(FLAGS.patch_size, rng) for _ in range(FLAGS.batch_size)])
+    batches = tf.data.Dataset.from_tensors(batch).repeat()  # the global batch, split over the replicas
+    if FLAGS.strategy != "default":
+        batches = strategy.experimental_distribute_dataset(batches)
+    times = time_training_steps(model, batches, FLAGS.warmup, FLAGS.steps)
+    step = np.median(times)
     print(
         f"{cls.__name__} N={FLAGS.num_filters} M={FLAGS.latent_filters} "
         f"batch {FLAGS.batch_size}x{FLAGS.patch_size}x{FLAGS.patch_size} {FLAGS.precision} "
         f"jit_compile={FLAGS.jit_compile} (XLA {'on' if model.jit_compile else 'off'}) "
+        f"strategy={FLAGS.strategy} ({replicas} replica{'s' if replicas != 1 else ''}) "
         f"on {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads: "
-        f"median {np.median(times):.3f} s/step (min {times.min():.3f}, max {times.max():.3f}, {len(times)} steps)"
+        f"median {step:.3f} s/step (min {times.min():.3f}, max {times.max():.3f}, {len(times)} steps), "
+        f"{FLAGS.batch_size / step:.1f} images/s in total, {FLAGS.batch_size / step / replicas:.1f} per replica"
     )
 
 
