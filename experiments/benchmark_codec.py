@@ -8,7 +8,8 @@ For every image it compares four rates of the same rounded latents:
   tables       the integer coding tables with sigma from the float path (table chosen by entropy_models.scale_thresholds)
   coded        the same tables with sigma from the integer-exact h_s (what the files use)
   file         8 x the .tfh file size, header and everything included
-and prints the overheads between them, then the median compress / decompress seconds (after warm-up).
+and prints the overheads between them, then the median compress / decompress seconds (after warm-up), with the
+transforms as plain graphs and compiled by XLA (`jit_compile`), in the same run.
 A program that prints figures, not a test: wall-clock times depend on the machine and its load.
 """
 import pathlib
@@ -104,12 +105,17 @@ def main(argv):
     )
     image = read_image(paths[0])
     data = rows[0]["data"]
-    encode = median_seconds(lambda: tfhyper.compress(model, image), FLAGS.repeats)
-    decode = median_seconds(lambda: tfhyper.decompress(model, data), FLAGS.repeats)
-    print(
-        f"{type(model).__name__} N={model.num_filters} M={model.latent_filters}, {paths[0].name} "
-        f"({image.shape[1]}x{image.shape[0]}): compress {encode:.3f} s, decompress {decode:.3f} s (medians of {FLAGS.repeats})"
-    )
+    seconds = {}
+    for jit_compile in (False, True):
+        seconds[jit_compile] = (median_seconds(lambda: tfhyper.compress(model, image, jit_compile), FLAGS.repeats),
+                                median_seconds(lambda: tfhyper.decompress(model, data, jit_compile), FLAGS.repeats))
+        print(
+            f"{type(model).__name__} N={model.num_filters} M={model.latent_filters}, {paths[0].name} "
+            f"({image.shape[1]}x{image.shape[0]}), XLA {'on' if jit_compile else 'off'}: compress "
+            f"{seconds[jit_compile][0]:.3f} s, decompress {seconds[jit_compile][1]:.3f} s (medians of {FLAGS.repeats})"
+        )
+    print(f"XLA / plain: compress {seconds[True][0] / seconds[False][0]:.2f}x, "
+          f"decompress {seconds[True][1] / seconds[False][1]:.2f}x the time")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,23 @@ def test_round_trip_equals_reconstruction_from_rounded_latents(kind, size, model
     np.testing.assert_array_equal(tfhyper.decompress(model, data), expected)
 
 
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_transforms_compiled_by_xla_agree_with_the_plain_graphs_and_files_decode_either_way(kind, models):
+    model = models[kind]
+    image = random_image(64, 96, seed=5)
+    plain, compiled = codec.analyse(model, image), codec.analyse(model, image, jit_compile=True)
+    for name in model.LATENTS:
+        np.testing.assert_allclose(compiled[name], plain[name], rtol=1e-4, atol=1e-4)
+    data = codec.compress(model, image, jit_compile=True)
+    _, symbols, _ = codec.decode_symbols(model, data)  # a file of the compiled encoder, read by the plain decoder
+    _, plain_symbols, _ = codec.symbols_and_segments(model, image)
+    for name in model.LATENTS:  # latents within rounding of .5 may round the other way, nothing more
+        assert np.mean(symbols[name] != plain_symbols[name]) < 0.01
+        assert np.abs(symbols[name] - plain_symbols[name]).max() <= 1
+    difference = tfhyper.decompress(model, data, jit_compile=True).astype(int) - tfhyper.decompress(model, data)
+    assert np.abs(difference).max() <= 1 and np.mean(difference != 0) < 0.01
+
+
 def test_file_size_is_close_to_the_estimate(hyperprior):
     image = random_image(256, 384, seed=3)
     _, symbols, segments = codec.symbols_and_segments(hyperprior, image)

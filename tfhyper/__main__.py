@@ -31,6 +31,8 @@ def _add_paths(command, what, output):
     command.add_argument("--model", help=MODEL_HELP)
     command.add_argument("--output_dir", help="write one output per input into this folder (created if needed)")
     command.add_argument("--force", action="store_true", help="overwrite outputs that exist")
+    command.add_argument("--jit_compile", action="store_true", help="compile the transforms with XLA (pays off for "
+                         "many images of one size on some machines; the files are the same kind either way)")
 
 
 def _parser():
@@ -189,7 +191,7 @@ def _compress(args):
             image = imageio.read_image(source)
         for warning in caught:
             tqdm.write(f"warning: {warning.message}", file=sys.stderr)
-        data = compress(model, image)
+        data = compress(model, image, args.jit_compile)
         imageio.atomic_write_bytes(output, data, force=args.force)
         bpp = 8 * len(data) / (image.shape[0] * image.shape[1])
         tqdm.write(f"{source} ({image.shape[1]}x{image.shape[0]}) -> {output}: {len(data)} bytes, {bpp:.4f} bpp")
@@ -225,7 +227,7 @@ def _decompress(args):
     loaded = {}
     for source, output in _each(jobs, "decompress"):
         data = _read_bytes(source)
-        image = decompress(_writer_of(data, source, model_spec, loaded), data)
+        image = decompress(_writer_of(data, source, model_spec, loaded), data, args.jit_compile)
         imageio.write_png(output, image, force=args.force)
         tqdm.write(f"{source} -> {output} ({image.shape[1]}x{image.shape[0]})")
 

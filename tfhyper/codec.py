@@ -41,34 +41,41 @@ _GRAPHS = weakref.WeakKeyDictionary()
 _IMAGE_SIGNATURE = [tf.TensorSpec((1, None, None, 3), tf.float32)]
 
 
-def _graphs(model):
-    """The transforms as tf.function graphs for any image size (one trace each, then no Python per layer)."""
-    graphs = _GRAPHS.get(model)
-    if graphs is None:
+def _graphs(model, jit_compile=False):
+    """The transforms as tf.function graphs for any image size (one trace each, then no Python per layer); with
+    `jit_compile`, compiled by XLA (once per image size).
+
+    XLA is off by default: on the CPUs measured it was slower (WORKSPACE_NOTES.md, "XLA for the codec"). Either
+    way the file decodes the same on any machine, since the tables come from the integer-exact h_s on the
+    symbols; XLA changes the float latents and x_hat by rounding only.
+    """
+    graphs = _GRAPHS.setdefault(model, {})
+    if jit_compile not in graphs:
         model_ref = weakref.ref(model)  # a strong reference here would keep every model alive in _GRAPHS
 
-        @tf.function(input_signature=_IMAGE_SIGNATURE)
+        @tf.function(input_signature=_IMAGE_SIGNATURE, jit_compile=jit_compile)
         def analysis(x):
             return model_ref().encoder_latents(x / 255.0)
 
         @tf.function(input_signature=[tf.TensorSpec((1, None, None, model.latent_filters), tf.float32),
-                                      tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)])  # fmt: skip
+                                      tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)],
+                     jit_compile=jit_compile)  # fmt: skip
         def synthesis(y_hat, height, width):
             return model_ref().synthesis(y_hat, height, width)
 
-        graphs = _GRAPHS[model] = (analysis, synthesis)
-    return graphs
+        graphs[jit_compile] = (analysis, synthesis)
+    return graphs[jit_compile]
 
 
-def analyse(model, image):
+def analyse(model, image, jit_compile=False):
     """The encoder's latents: {name: (h, w, c) float32 numpy} for every name in `model.LATENTS`."""
-    latents = _graphs(model)[0](tf.constant(image[None], tf.float32))
+    latents = _graphs(model, jit_compile)[0](tf.constant(image[None], tf.float32))
     return {name: latents[name].numpy()[0] for name in model.LATENTS}
 
 
-def symbols_and_segments(model, image):
+def symbols_and_segments(model, image, jit_compile=False):
     """What the arithmetic coder receives: (latents, {name: symbols}, {name: Segment}), in coding order."""
-    latents = analyse(model, image)
+    latents = analyse(model, image, jit_compile)
     shapes = {name: latent.shape for name, latent in latents.items()}
     symbols, segments = {}, {}
     for name in model.LATENTS:
@@ -82,10 +89,10 @@ def coder_input(symbols, segments):
     return [(symbols[name], segment.indexes, segment.tables) for name, segment in segments.items()]
 
 
-def compress(model, image):
-    """uint8 RGB image (H, W, 3) -> bytes of a .tfh file."""
+def compress(model, image, jit_compile=False):
+    """uint8 RGB image (H, W, 3) -> bytes of a .tfh file (g_a and h_a compiled by XLA with `jit_compile`)."""
     image = _check_image(image)
-    return pack(model, image.shape, *symbols_and_segments(model, image))
+    return pack(model, image.shape, *symbols_and_segments(model, image, jit_compile))
 
 
 def pack(model, image_shape, latents, symbols, segments):
@@ -128,14 +135,14 @@ def decode_symbols(model, data):
     return header, symbols, segments
 
 
-def reconstruct(model, y_hat, height, width):
+def reconstruct(model, y_hat, height, width, jit_compile=False):
     """g_s on dequantized y, cropped and rounded to 8-bit RGB."""
-    x_hat = _graphs(model)[1](tf.constant(y_hat[None], tf.float32), height, width).numpy()[0]
+    x_hat = _graphs(model, jit_compile)[1](tf.constant(y_hat[None], tf.float32), height, width).numpy()[0]
     x_hat = np.nan_to_num(x_hat, nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(np.round(x_hat * 255.0), 0, 255).astype(np.uint8)
 
 
-def decompress(model, data):
-    """bytes of a .tfh file -> uint8 RGB image (H, W, 3)."""
+def decompress(model, data, jit_compile=False):
+    """bytes of a .tfh file -> uint8 RGB image (H, W, 3) (g_s compiled by XLA with `jit_compile`)."""
     header, symbols, segments = decode_symbols(model, data)
-    return reconstruct(model, segments["y"].values(symbols["y"]), header.height, header.width)
+    return reconstruct(model, segments["y"].values(symbols["y"]), header.height, header.width, jit_compile)
