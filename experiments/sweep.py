@@ -391,7 +391,7 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_float("fine_tune_learning_rate", None, "Adam learning rate of the fine-tuning (default: 0.3 x "
                        "--learning_rate), with the same decay.", lower_bound=0)
-    cli.define_run_flags(["strategy", "devices"])
+    cli.define_run_flags(["strategy", "devices", "jit_compile"])
     flags.DEFINE_integer("gpu", None, "Pin this worker to the GPU of this index (one worker per GPU, all with the "
                          "same flags, share the sweep). Default: TensorFlow's choice, or --strategy's devices.",
                          lower_bound=0)
@@ -428,8 +428,8 @@ def main(options):
                                 **{name: options[name].value for name in OVERRIDES})
         configs = sweep_configs(preset, options.models, options.distortions, _qualities(options.qualities),
                                 options.data, root=options.root)
-        configs = {name: dataclasses.replace(config, strategy=options.strategy, devices=options.devices)
-                   for name, config in configs.items()}
+        configs = {name: dataclasses.replace(config, strategy=options.strategy, devices=options.devices,
+                                             jit_compile=options.jit_compile) for name, config in configs.items()}
         # Images first: a missing Kodak set is reported before hours of training, not after.
         images = None
         if evaluates:
