@@ -74,7 +74,7 @@ def main(argv):
         print(f"warning: {warning}")
     native, reason = native_bfloat16()
     print(f"bfloat16 here: {'native' if native else 'emulated'} ({reason})")
-    devices = [name.strip() for name in FLAGS.devices.split(",")] if FLAGS.devices else None
+    devices = distribute.device_names(FLAGS.devices)
     if FLAGS.logical_cpus:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)

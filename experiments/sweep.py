@@ -62,8 +62,7 @@ import time
 from absl import flags
 
 from experiments import cli, evaluate, results
-from experiments import claims as sharing
-from experiments.claims import FAILED, ClaimLost, Claims
+from experiments.claims import EXPIRY, FAILED, ClaimLost, Claims
 from experiments.inputs import MODEL_FILE
 from tfhyper import paper
 from tfhyper.imageio import atomic_write_bytes
@@ -236,29 +235,29 @@ def evaluated_rows(name, model, run_dir, images, progress=True):
     """The model's rows on `images` (`evaluate.evaluate_models`), from run_dir/evaluation.json when that cache was
     written for the same weights and tables (the model's fingerprint) and the same images."""
     key = {"fingerprint": model.fingerprint().hex(), "images": image_digests(images)}
-    cache = pathlib.Path(run_dir) / EVALUATION_FILE
-    try:
-        stored = json.loads(cache.read_text())
-        if stored["key"] == key:
-            return [{**row, "model": name} for row in stored["rows"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # No cache yet, or an unreadable one: evaluate.
+    stored = _cached_evaluation(run_dir)
+    if stored.get("key") == key:
+        return [{**row, "model": name} for row in stored["rows"]]
     rows = evaluate.evaluate_models({name: model}, images, progress=progress)
-    atomic_write_bytes(cache, json.dumps({"key": key, "rows": rows}, indent=1).encode("utf-8"), force=True)
+    atomic_write_bytes(pathlib.Path(run_dir) / EVALUATION_FILE,
+                       json.dumps({"key": key, "rows": rows}, indent=1).encode("utf-8"), force=True)
     return rows
 
 
-class KeepClaim:
-    """A Keras callback (made on demand) that stops training when another worker has taken the model over."""
+def _cached_evaluation(run_dir):
+    """run_dir/evaluation.json as {"key": ..., "rows": [...]}, or {} where there is none (or an unreadable one)."""
+    try:
+        stored = json.loads((pathlib.Path(run_dir) / EVALUATION_FILE).read_text())
+        return stored if isinstance(stored, dict) and isinstance(stored.get("key"), dict) and "rows" in stored else {}
+    except (OSError, ValueError):
+        return {}
 
-    def __new__(cls, claim):
-        import keras
 
-        class _KeepClaim(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                claim.check()
+def keep_claim(claim):
+    """A Keras callback that stops training (`ClaimLost`) once another worker has taken the model over."""
+    import keras
 
-        return _KeepClaim()
+    return keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: claim.check())
 
 
 def _finished(run_dir, images, is_base):
@@ -267,10 +266,7 @@ def _finished(run_dir, images, is_base):
         return False
     if images is None or is_base:
         return True
-    try:
-        return json.loads((run_dir / EVALUATION_FILE).read_text())["key"]["images"] == image_digests(images)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return _cached_evaluation(run_dir).get("key", {}).get("images") == image_digests(images)
 
 
 def run_sweep(configs, root, images=None, progress=True, extra_callbacks=(), claims=None, poll=None):
@@ -287,17 +283,17 @@ def run_sweep(configs, root, images=None, progress=True, extra_callbacks=(), cla
     if claims is None:
         claims = Claims(root)
     poll = poll if poll is not None else (claims.heartbeat if claims else 1.0)
-    failures, models, pending = {}, {}, list(configs)
+    failures, pending = {}, list(configs)
     while pending:
         waiting = [name for name in pending
-                   if not _work_on(name, configs, root, images, progress, extra_callbacks, claims, failures, models)]
+                   if not _work_on(name, configs, root, images, progress, extra_callbacks, claims, failures)]
         if waiting and len(waiting) == len(pending):
             time.sleep(poll)  # every model left is another worker's, or waits for a base run
         pending = waiting
-    return (*_collected(configs, root, images, progress, failures, models), failures)
+    return (*_collected(configs, root, images, progress, failures), failures)
 
 
-def _work_on(name, configs, root, images, progress, extra_callbacks, claims, failures, models):
+def _work_on(name, configs, root, images, progress, extra_callbacks, claims, failures):
     """One look at one model: train and evaluate it if it is free; True once nothing is left to do for it here."""
     from tfhyper.training import TrainingDiverged, train
 
@@ -323,7 +319,7 @@ def _work_on(name, configs, root, images, progress, extra_callbacks, claims, fai
     with claim:
         state = "trained already" if (run_dir / MODEL_FILE).exists() else "training"
         print(f"{position}: {state}", flush=True)
-        keep = [KeepClaim(claim)] if claims else []
+        keep = [keep_claim(claim)] if claims else []
         try:
             model, _ = train(config, run_dir, verbose=1 if progress else 0,
                              extra_callbacks=[*keep, *extra_callbacks])
@@ -338,11 +334,10 @@ def _work_on(name, configs, root, images, progress, extra_callbacks, claims, fai
             return False
         if images is not None and not is_base:
             evaluated_rows(name, model, run_dir, images, progress)
-        models[name] = model
     return True
 
 
-def _collected(configs, root, images, progress, failures, models):
+def _collected(configs, root, images, progress, failures):
     """(rows, summary) of every evaluated model, whichever worker trained and evaluated it (from its cache)."""
     from tfhyper.training import train
 
@@ -353,7 +348,7 @@ def _collected(configs, root, images, progress, failures, models):
         if name in failures or name.endswith(BASE_SUFFIX):
             continue
         run_dir = root / name
-        model = models.get(name) or train(config, run_dir, verbose=0)[0]  # a finished run is loaded, not trained
+        model = train(config, run_dir, verbose=0)[0]  # a finished run is loaded, not trained
         model_rows = evaluated_rows(name, model, run_dir, images, progress)
         rows += model_rows
         summary[name] = {"run": dataclasses.asdict(config), **evaluate.summarize(model_rows, {name: model})[name]}
@@ -395,7 +390,7 @@ def define_flags():
     flags.DEFINE_integer("gpu", None, "Pin this worker to the GPU of this index (one worker per GPU, all with the "
                          "same flags, share the sweep). Default: TensorFlow's choice, or --strategy's devices.",
                          lower_bound=0)
-    flags.DEFINE_float("claim_expiry", sharing.EXPIRY, "Seconds without a heartbeat after which another worker takes "
+    flags.DEFINE_float("claim_expiry", EXPIRY, "Seconds without a heartbeat after which another worker takes "
                        "over a model claimed by a worker that stopped (one of this machine's is taken over at once).",
                        lower_bound=1)
     evaluate.define_image_flags()

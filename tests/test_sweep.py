@@ -13,6 +13,7 @@ from PIL import Image
 
 import tfhyper
 from experiments import evaluate, sweep
+from experiments.claims import Claims
 from tfhyper import paper
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,11 +165,18 @@ def _command(*arguments):
     return [sys.executable, "-m", "experiments.sweep", *arguments]
 
 
-def test_cli_killed_after_a_checkpoint_resumes_and_writes_the_table(crops, photos, tmp_path):
+@pytest.fixture
+def kodak_folder(crops, tmp_path):
+    """The two crops as PNG files in a folder, as --kodak takes them."""
     images = tmp_path / "kodak"
     images.mkdir()
     for name, image in crops.items():
         Image.fromarray(image).save(images / f"{name}.png")
+    return images
+
+
+def test_cli_killed_after_a_checkpoint_resumes_and_writes_the_table(crops, photos, tmp_path, kodak_folder):
+    images = kodak_folder
     root = tmp_path / "runs"
     arguments = _command("--preset=test", "--models=hyperprior", "--distortions=mse", "--qualities=3", "--steps=8",
                          f"--data={photos}", f"--root={root}", f"--kodak={images}")
@@ -263,24 +271,16 @@ def test_a_fine_tuned_curve_is_named_after_its_base_run(tmp_path):
 # --- a sweep shared by workers -------------------------------------------------------------------------------
 
 
-def _claims_of(root, pid):
-    """Names of the models whose newest claim is held by the process `pid`."""
-    held = {}
-    for path in (root / "claims").glob("*.*"):
-        name, _, number = path.name.rpartition(".")
-        if number.isdigit() and int(number) >= held.get(name, (0, None))[0]:
-            try:
-                held[name] = (int(number), json.loads(path.read_text() or "{}"))
-            except (OSError, ValueError):
-                held[name] = (int(number), {})
-    return [name for name, (_, record) in held.items() if record.get("pid") == pid and not record.get("state")]
+def _claims_of(root, pid, names):
+    """Those of `names` whose newest claim is held (not ended) by the process `pid`."""
+    claims = Claims(root)
+    newest = {name: claims.newest(name) for name in names}
+    return [name for name, claim in newest.items() if claim and claim[1].get("pid") == pid and not claim[1].get("state")]
 
 
-def test_two_workers_share_a_sweep_and_one_finishes_the_model_of_the_other_killed(crops, photos, tmp_path):
-    images = tmp_path / "kodak"
-    images.mkdir()
-    for name, image in crops.items():
-        Image.fromarray(image).save(images / f"{name}.png")
+def test_two_workers_share_a_sweep_and_one_finishes_the_model_of_the_other_killed(crops, photos, tmp_path,
+                                                                                  kodak_folder):
+    images = kodak_folder
     root = tmp_path / "runs"
     steps = 40
     arguments = _command("--preset=test", "--models=factorized", "--distortions=mse", "--qualities=1,2,3,4",
@@ -297,7 +297,7 @@ def test_two_workers_share_a_sweep_and_one_finishes_the_model_of_the_other_kille
         while victim is None:  # the first worker's model, once it has a checkpoint to resume from
             assert first.poll() is None, logs["first"].read_text()[-2000:]
             assert time.monotonic() < hang_guard, "the first worker claimed nothing within 300 s"
-            held = _claims_of(root, first.pid) if (root / "claims").exists() else []
+            held = _claims_of(root, first.pid, names)
             if held and second is None:
                 with open(logs["second"], "w") as log:
                     second = subprocess.Popen(arguments, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -31,6 +31,12 @@ STRATEGIES = {
 WORKER_SEED_STRIDE = 1_000_003
 
 
+def device_names(text):
+    """Device names of a comma-separated list ("/gpu:0,/gpu:1"), or None for an empty one."""
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
+    return names or None
+
+
 def make_strategy(name="default", devices=None):
     """The `tf.distribute.Strategy` called `name` (one of STRATEGIES).
 

@@ -239,7 +239,7 @@ class WorkerLost(RuntimeError):
 
 def devices_of(config):
     """The device names of `config.devices` ("/gpu:0,/gpu:1"), or None."""
-    return [name.strip() for name in config.devices.split(",") if name.strip()] if config.devices else None
+    return distribute.device_names(config.devices)
 
 
 def train(config, run_dir, verbose=1, extra_callbacks=()):
