@@ -45,7 +45,8 @@ def _graphs(model, jit_compile=False):
     """The transforms as tf.function graphs for any image size (one trace each, then no Python per layer); with
     `jit_compile`, compiled by XLA (once per image size).
 
-    XLA is off by default: on the CPUs measured it was slower (WORKSPACE_NOTES.md, "XLA for the codec"). Either
+    XLA is off by default: on the CPU measured it gained nothing (compress 0.95-1.30x, decompress 1.15-1.35x the
+    plain graphs' time; WORKSPACE_NOTES.md, "XLA for the codec"). Either
     way the file decodes the same on any machine, since the tables come from the integer-exact h_s on the
     symbols; XLA changes the float latents and x_hat by rounding only.
     """
