@@ -59,6 +59,8 @@ flags.DEFINE_float("training_minutes", 10.0, "Wall-clock budget for training all
 # Qualities 1-5 share N=32, M=48 here; 6-8 (N=48, M=80) train more slowly and lag in a run this short.
 flags.DEFINE_list("qualities", ["1", "2", "3", "5"], "The paper's rate points to train (four or more give the "
                                                    "cubic BD-rate).")
+flags.DEFINE_integer("base_quality", None, "The quality of each prior's base run, which every model is fine-tuned "
+                     "from (default: the middle of --qualities).", lower_bound=1, upper_bound=8)
 flags.DEFINE_list("codecs", list(baselines.CODECS), "Classical codecs to compare with.")
 flags.DEFINE_string("output_dir", "quickstart_output", "Where the runs, results, report and plot go.")
 flags.DEFINE_string("images", None, "Folder of images to compress and measure (default: synthetic samples; "
@@ -170,8 +172,9 @@ def main(options):
     start = time.time()
     try:
         qualities = [int(q) for q in options.qualities]
-        if not options.full:  # the middle of the selected curve is the base run
-            preset = dataclasses.replace(preset, base_quality=sorted(qualities)[len(qualities) // 2])
+        if not options.full:  # the middle of the selected curve is the base run, unless chosen
+            base = options.base_quality or sorted(qualities)[len(qualities) // 2]
+            preset = dataclasses.replace(preset, base_quality=base)
         runs = out / "runs"
         configs = sweep.sweep_configs(preset, sweep.KINDS, ("mse",), qualities, options.data, root=runs)
         if options.full or options.images:
