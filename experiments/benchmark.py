@@ -10,12 +10,11 @@ Reports s/step and images (crops) per second, in total and per replica; --batch_
 
 A program that prints figures, not a test: wall-clock time depends on the machine and its load.
 """
-import time
-
 import numpy as np
 from absl import app, flags
 
 from experiments import cli
+from experiments.timing import time_training_steps
 from tfhyper import paper
 
 FLAGS = flags.FLAGS
@@ -34,27 +33,6 @@ flags.DEFINE_enum(
     ["float32", "mixed_bfloat16"],
     "Keras dtype policy of the transforms; entropy models always run in float32.",
 )
-
-
-def time_training_steps(model, batches, warmup, steps):
-    """Per-step wall-clock seconds of `model.fit` on `batches` (one Keras train_step each, under the strategy the
-    model was made in), after `warmup` steps of tracing and allocation."""
-    import keras
-
-    class StepTimes(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.times.append(time.perf_counter() - self.start)
-
-    timer = StepTimes()
-    model.fit(batches, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer])
-    return np.array(timer.times[warmup:])
 
 
 def main(argv):

@@ -87,6 +87,12 @@ def level_for_bits(target_bits, count, table_bits, seed):
 
 def synthetic_latents(bpp, width, height, num_filters, latent_filters, seed):
     """Segments (z, then y) of one image's latents, as `coder.encode` takes them."""
+    return synthetic_latents_and_scales(bpp, width, height, num_filters, latent_filters, seed)[0]
+
+
+def synthetic_latents_and_scales(bpp, width, height, num_filters, latent_filters, seed):
+    """The segments of `synthetic_latents`, and {"z": ..., "y": ...}: the Gaussian scale each symbol was drawn with
+    (its table's), for coders that take a distribution per symbol."""
     rng = np.random.default_rng(seed)
     scales = np.exp(np.linspace(np.log(paper.SCALE_BOUND), np.log(paper.SCALE_TABLE_MAX), paper.SCALE_TABLE_SIZE))
     y_tables = gaussian_tables(scales)
@@ -101,7 +107,7 @@ def synthetic_latents(bpp, width, height, num_filters, latent_filters, seed):
     level = level_for_bits(bpp * width * height - z_bits, y_count, expected_bits(y_tables), seed + 1)
     y_index = scale_indexes(y_count, level, rng).astype(np.int64).reshape(y_shape)
     y = np.round(rng.standard_normal(y_shape) * scales[y_index]).astype(np.int64)
-    return [(z, z_index, z_tables), (y, y_index, y_tables)]
+    return [(z, z_index, z_tables), (y, y_index, y_tables)], {"z": z_scales[z_index], "y": scales[y_index]}
 
 
 def timed(function):
