@@ -14,7 +14,9 @@ Work (each a line of figures and the tfhyper / peer ratio; below 1 is faster):
   train-cpu    the same at the cpu preset's size (N=32, M=48, 8 x 128x128)
   codec        compress and decompress of one image (--image) with the *same* weights: a seeded CompressAI
                ScaleHyperprior N=128, M=192 after `update(force=True)`, converted by `tfhyper.convert`; the file
-               size against CompressAI's two strings (which carry no header)
+               size against CompressAI's two strings (which carry no header). The weights are untrained, so z
+               carries most of the rate, unlike in a trained model: the sizes compare the coders' framing and z's
+               tables, and the times are dominated by the transforms and by coding z
   coder        the entropy coder alone on `experiments.benchmark_coder`'s synthetic latents (its flags; 1 bpp at kodim size):
                tfhyper's coder against constriction's ANS coder with a quantized Gaussian per symbol
 A program that prints figures, not a test: wall-clock times depend on the machine and its load.
