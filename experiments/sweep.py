@@ -101,6 +101,7 @@ class Preset:
     initializer: str = paper.INITIALIZER
     adam_epsilon: float = paper.ADAM_EPSILON
     clip_norm: float | None = paper.GRADIENT_CLIP_NORM
+    density_init_scale: float = paper.DENSITY_INIT_SCALE
     # Sharing one long run across a curve (not the paper's 32 separate models): each kind first trains a base run
     # KIND-DISTORTION-qQ-base at `base_quality` (MSE if selected) for `steps`; every selected model, that quality's
     # included, starts from it (`--init_from`) and is fine-tuned for `fine_tune_steps` at `fine_tune_learning_rate`,
@@ -196,7 +197,7 @@ def sweep_configs(preset, kinds=KINDS, distortions=DISTORTIONS, qualities=QUALIT
                 learning_rate_decay=preset.learning_rate_decay, checkpoint_every=preset.checkpoint_every,
                 downsample=preset.downsample, screen_saturation=preset.screen_saturation,
                 initializer=preset.initializer, adam_epsilon=preset.adam_epsilon, clip_norm=preset.clip_norm,
-                init_from=init_from,
+                density_init_scale=preset.density_init_scale, init_from=init_from,
             )  # fmt: skip
     return configs
 

@@ -101,12 +101,15 @@ class CompressionModel(keras.Model):
         density_filters=paper.DENSITY_FILTERS,
         fixed_medians=False,
         initializer=paper.INITIALIZER,
+        density_init_scale=paper.DENSITY_INIT_SCALE,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.fixed_medians = bool(fixed_medians)
-        # How the convolutions start (`layers.initializers`); it does not change what a trained model computes.
+        # How the convolutions and the factorized density start (`layers.initializers`, appendix 6.1's density of
+        # about this width); neither changes what a trained model computes.
         self.initializer = initializer
+        self.density_init_scale = float(density_init_scale)
         if distortion not in DISTORTIONS:
             raise ValueError(f"distortion must be one of {DISTORTIONS}, got {distortion!r}")
         self.num_filters = int(num_filters)
@@ -146,7 +149,8 @@ class CompressionModel(keras.Model):
     def factorized_density(self, channels):
         """The factorized prior of eq. 6 / 9 over `channels` channels (y of the factorized model, z of a hyperprior)."""
         return EntropyBottleneck(
-            channels, self.density_filters, fixed_medians=self.fixed_medians, name="entropy_bottleneck", dtype="float32"
+            channels, self.density_filters, init_scale=self.density_init_scale, fixed_medians=self.fixed_medians,
+            name="entropy_bottleneck", dtype="float32",
         )
 
     # -- the loss of eq. 10 ---------------------------------------------------------------------------
@@ -304,6 +308,7 @@ class CompressionModel(keras.Model):
             "density_filters": self.density_filters,
             "fixed_medians": self.fixed_medians,
             "initializer": self.initializer,
+            "density_init_scale": self.density_init_scale,
             "name": self.name,
         }
 

@@ -77,6 +77,9 @@ class RunConfig:
                                 choices={"glorot_uniform": "Keras' default, zero biases",
                                          "fan_in_uniform": "PyTorch's default: kernel and bias uniform within "
                                                            "1/sqrt(fan-in)"})
+    density_init_scale: float = _setting(paper.DENSITY_INIT_SCALE, "Initial width of the factorized density "
+                                         "(appendix 6.1): of y in the factorized prior, of z in the hyperpriors.",
+                                         lower_bound=1e-3)
     adam_epsilon: float = _setting(paper.ADAM_EPSILON, "Adam's epsilon.", lower_bound=0.0)
     clip_norm: float | None = _setting(paper.GRADIENT_CLIP_NORM, "Clip each step's gradients to this global norm "
                                        "(0: no clipping).", lower_bound=0.0, off=0.0)
@@ -108,6 +111,7 @@ SETTINGS_BEFORE_THEY_EXISTED = {
     "learning_rate_decay": "none",
     "initializer": "glorot_uniform",
     "adam_epsilon": 1e-7,
+    "density_init_scale": paper.DENSITY_INIT_SCALE,
     "clip_norm": None,
     "init_from": None,
     "jit_compile": "auto",
@@ -143,7 +147,8 @@ def build_model(config):
 
     num_filters, latent_filters, lmbda = config.resolved()
     cls = model_class(config.model)
-    model = cls(num_filters, latent_filters, lmbda=lmbda, distortion=config.distortion, initializer=config.initializer)
+    model = cls(num_filters, latent_filters, lmbda=lmbda, distortion=config.distortion, initializer=config.initializer,
+                density_init_scale=config.density_init_scale)
     model.build()
     return model
 
