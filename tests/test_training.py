@@ -200,3 +200,26 @@ def test_a_run_can_start_from_a_saved_model(tmp_path):
     assert max(np.abs(a - b).max() for a, b in zip(fresh.get_weights(), start.get_weights())) > 0.01
     with pytest.raises(ValueError, match="N=8, M=8; this run trains a hyperprior model with N=16"):
         train(tiny(steps=1, num_filters=16, init_from=base), tmp_path / "bad", verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["factorized", "hyperprior"])
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_the_factorized_density_starts_as_a_logistic_of_the_configured_width(kind, scale):
+    """At initialization the factors are zero and every softplus(matrix) is 1 / (s^(1/K) r_out): the composed
+    logits are x / s plus a bias, whatever r (dims 1-3-3-3-1 multiply out to 1). So c(x) = sigmoid(x / s + b)."""
+    model = build_model(tiny(model=kind, density_init_scale=scale))
+    density = model.entropy_bottleneck.density
+    x = np.array([-4.0, 0.0, 3.0, 7.5], np.float32)
+    logits = density.logits_cumulative(np.broadcast_to(x, (density.channels, 1, x.size))).numpy()
+    np.testing.assert_allclose(logits - logits[..., :1], np.broadcast_to((x - x[0]) / scale, logits.shape), rtol=1e-5)
+    assert model.get_config()["density_init_scale"] == scale
+
+
+def test_the_quickstart_starts_the_density_narrow_and_the_paper_preset_as_the_references():
+    from experiments import quickstart, sweep
+    from tfhyper import paper
+
+    configs = sweep.sweep_configs(quickstart.QUICK, sweep.KINDS, ("mse",), (1, 3), root="runs")
+    assert {c.density_init_scale for c in configs.values()} == {1.0}
+    assert sweep.PRESETS["paper"].density_init_scale == paper.DENSITY_INIT_SCALE == 10.0
+    assert RunConfig().density_init_scale == 10.0
