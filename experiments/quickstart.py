@@ -59,7 +59,10 @@ flags.DEFINE_bool("full", False, f"Train longer (the sweep's cpu preset, {sweep.
                   "model) and evaluate on Kodak (--kodak, or downloaded once when online).")
 flags.DEFINE_integer("steps", None, "Training steps per model (default: as many as fit in --training_minutes; "
                                     f"{sweep.PRESETS['cpu'].steps} with --full).", lower_bound=1)
-flags.DEFINE_float("training_minutes", 10.0, "Wall-clock budget for training all the models together, when neither "
+# 8 minutes keeps the whole job, install included, within 15 on the slowest 2-core machine measured: with 10, an
+# AVX2-only EPYC took 922 s (training 659 s, codecs 87 s, install 75 s; WORKSPACE_NOTES.md, 2026-12-02), and 500
+# base steps (what 8 minutes buys there) gave rising curves with the narrow density (2026-12-03).
+flags.DEFINE_float("training_minutes", 8.0, "Wall-clock budget for training all the models together, when neither "
                    "--steps nor --full is given.", lower_bound=0.1)
 # Qualities 1-5 share N=32, M=48 here; 6-8 (N=48, M=80) train more slowly and lag in a run this short.
 flags.DEFINE_list("qualities", ["1", "2", "3", "5"], "The paper's rate points to train (four or more give the "
