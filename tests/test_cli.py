@@ -30,6 +30,7 @@ TRAIN_FLAGS = {
     "precision": ("float32", None, None, ["float32", "mixed_bfloat16"]),
     "seed": (0, None, None, None),
     "initializer": (paper.INITIALIZER, None, None, ["fan_in_uniform", "glorot_uniform"]),
+    "density_init_scale": (paper.DENSITY_INIT_SCALE, 0.001, None, None),
     "adam_epsilon": (paper.ADAM_EPSILON, 0.0, None, None),
     "clip_norm": (paper.GRADIENT_CLIP_NORM, 0.0, None, None),
     "strategy": ("default", None, None, ["default", "mirrored", "multi_worker", "tpu"]),
