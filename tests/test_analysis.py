@@ -10,8 +10,8 @@ from tests.test_codec import perturbed, random_image
 
 @pytest.fixture(scope="module")
 def models():
-    return {"hyperprior": perturbed(tfhyper.ScaleHyperprior(16, 24), 0),
-            "factorized": perturbed(tfhyper.FactorizedPrior(16, 24), 1)}
+    return {"hyperprior": perturbed(tfhyper.ScaleHyperprior, 0),
+            "factorized": perturbed(tfhyper.FactorizedPrior, 1)}
 
 
 @pytest.mark.parametrize("kind", ["hyperprior", "factorized"])

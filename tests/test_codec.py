@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,8 +19,13 @@ from tfhyper.models import MODELS, MeanScaleHyperprior
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def perturbed(model, seed):
-    """A model whose channels differ (a fresh one has identical densities in every channel)."""
+def perturbed(cls, seed):
+    """A seeded ``cls(16, 24)`` whose channels differ (a fresh one has identical densities in every channel).
+
+    Seeded before it is built: unseeded, its weights (and so its rates) would depend on the tests run before it.
+    """
+    keras.utils.set_random_seed(seed)
+    model = cls(16, 24)
     model.build()
     rng = np.random.default_rng(seed)
     for w in model.entropy_bottleneck.weights:
@@ -32,17 +38,17 @@ def perturbed(model, seed):
 
 @pytest.fixture(scope="module")
 def hyperprior():
-    return perturbed(tfhyper.ScaleHyperprior(16, 24), 0)
+    return perturbed(tfhyper.ScaleHyperprior, 0)
 
 
 @pytest.fixture(scope="module")
 def factorized():
-    return perturbed(tfhyper.FactorizedPrior(16, 24), 1)
+    return perturbed(tfhyper.FactorizedPrior, 1)
 
 
 @pytest.fixture(scope="module")
 def meanscale():
-    model = perturbed(MeanScaleHyperprior(16, 24), 2)
+    model = perturbed(MeanScaleHyperprior, 2)
     rng = np.random.default_rng(3)
     for w in model.h_s.weights:  # means of a few units, so that round(y - mu) differs from round(y)
         w.assign(w.numpy() + rng.normal(scale=0.3, size=w.shape))
@@ -212,7 +218,7 @@ def test_file_from_one_float_configuration_decodes_identically_in_another(models
 
 
 def test_file_from_another_model_is_refused(hyperprior):
-    other = perturbed(tfhyper.ScaleHyperprior(16, 24), 5)
+    other = perturbed(tfhyper.ScaleHyperprior, 5)
     data = codec.compress(other, random_image(32, 32, 1))
     with pytest.raises(BitstreamError, match="different model"):
         tfhyper.decompress(hyperprior, data)
