@@ -43,10 +43,7 @@ from experiments.inputs import MODEL_FILE
 # parameters by about the learning rate per step, so narrowing it tenfold takes thousands of steps, and in a run of
 # a few hundred the factorized prior's rate hardly answered lambda (WORKSPACE_NOTES.md, 2026-12-03: 500 steps at
 # q1, loss 1.82 against 2.21, 0.240 bpp against 0.648 at the same MSE).
-# The fine-tunes run at the base run's learning rate, 1e-3, not 3e-4: at 535 base steps and 134 per fine-tune, 3e-4
-# left the factorized prior's q5 0.03 dB under its q3 while 1e-3 gave two rising curves, every point of both higher
-# (WORKSPACE_NOTES.md, 2026-12-03, the AVX-512 EPYC).
-QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200, base_quality=3, fine_tune_learning_rate=1e-3,
+QUICK = dataclasses.replace(sweep.PRESETS["cpu"], checkpoint_every=200, base_quality=3, fine_tune_learning_rate=3e-4,
                             density_init_scale=1.0)
 SCHEDULE_FILE = "schedule.json"
 # What the timed steps leave out (checkpoints every 200 steps, the logs, saving and evaluating each model): 8 models
