@@ -21,15 +21,8 @@ import time
 
 import numpy as np
 
-
-def median_seconds(work, repeats):
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+# Run as a script from experiments/, whose timing module imports neither tfhyper nor TensorFlow at its top.
+from timing import median_seconds
 
 
 def train(job):
