@@ -107,16 +107,18 @@ class _Stream:
 
     def __init__(self, widths, low_before, shift, lanes):
         self.lanes, self.widths, self.live = lanes, widths, int(widths.max())
-        step = np.repeat(np.arange(widths.size), widths)
-        lane = np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths, widths)
         read = np.flatnonzero(shift)
-        read_lane, read_bytes = lane[read], shift[read] >> 3
+        # The step and lane of each read only (a minority of the symbols): the step is found among the steps' ends.
+        step_ends = np.cumsum(widths)
+        read_step = np.searchsorted(step_ends, read, side="right")
+        read_lane = read - (step_ends - widths)[read_step]
+        read_bytes = shift[read] >> 3
         within = _rank_within_lanes(read_lane, read_bytes, self.live)
         self.shifted = np.bincount(read_lane, weights=read_bytes, minlength=self.live).astype(np.int64)
         self.base = np.cumsum(self.shifted + 4) - (self.shifted + 4)
         chunks = low_before[read] >> (WINDOW - shift[read])
         self.lane_bytes = self._shifted_bytes(chunks, read_bytes, self.base[read_lane] + within)
-        self._order_reads(step[read], read_lane, read_bytes, within)
+        self._order_reads(read_step, read_lane, read_bytes, within)
 
     def _shifted_bytes(self, chunks, nbytes, at):
         """Each lane's shifted bytes, with the carry of every chunk added to the byte before it."""

@@ -65,13 +65,14 @@ def retiring_widths(costs, lanes):
     # log2(lanes) >= the harmonic number H(lanes - 1), so the capped steps add up to at most count / lanes.
     budget, log2_lanes = max(count // lanes, 1), max(lanes.bit_length() - 1, 1)
     steps = np.zeros(lanes, np.int64)
+    retiring = np.arange(1, lanes)
+    targets = (retiring * _RETIRE_BITS_PER_LANE + _RETIRE_SLACK_BITS) * COST_UNITS_PER_BIT
+    needs = (np.searchsorted(suffix, targets) + 1).tolist()  # one search for all lanes; the loop is integers only
     used = 0
-    for m in range(1, lanes):
-        target = (m * _RETIRE_BITS_PER_LANE + _RETIRE_SLACK_BITS) * COST_UNITS_PER_BIT
-        needed = int(np.searchsorted(suffix, target)) + 1
+    for m, needed in zip(retiring.tolist(), needs):
         cap = max(1, budget // (m * log2_lanes))
-        steps[m] = min(max(0, -(-(needed - used) // m)), cap, (count - used) // m)
-        used += steps[m] * m
+        steps[m] = taken = min(max(0, -(-(needed - used) // m)), cap, (count - used) // m)
+        used += taken * m
     full, rest = divmod(count - used, lanes)
     if rest:
         steps[rest] += 1
