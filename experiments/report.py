@@ -13,7 +13,8 @@ dB; `rd.bd_psnr`), the mean quality gain at equal rate over the rates both curve
 quality ranges do not overlap. Where a curve has fewer than the four points Bjøntegaard's cubic fit needs
 (three lambdas, say), the piecewise-cubic variant is used and marked "(piecewise)" (`rd.bd_rate_pchip`). A pair
 whose quality ranges do not overlap is reported as n/a with the reason, and so is a curve whose quality does not
-rise with its rate: a fit through a curve that turns back is not a result.
+rise with its rate (or rises by less than `MIN_RISE_DB` between two points): a fit through a curve that turns back,
+or is flat, is not a result.
 """
 import datetime
 import pathlib
@@ -65,12 +66,22 @@ def bd_quality_or_reason(anchor, test):
         anchor, test, rd.bd_psnr, rd.bd_psnr_pchip, "{:+.2f} dB (piecewise)")
 
 
+# A curve must rise by more than this between its points (dB of PSNR or of MS-SSIM; the precision the tables print).
+# A rise below it is noise, and a fit through points of (nearly) one quality is steep enough to give any rate: in a
+# main job of 2026-12-07 a factorized curve rose by 0.0009 dB of MS-SSIM from q2 to q3, and its cubic fit gave the
+# hyperprior a BD-rate of +311.5 % where the points differ by a few percent (WORKSPACE_NOTES.md).
+MIN_RISE_DB = 0.01
+
+
 def _turns_back(anchor, test):
     """The reason a delta is refused when a curve's quality does not rise with its rate, else None."""
     for curve, name in ((anchor, "anchor"), (test, "test")):
         if not rd.quality_rises(curve):
             return f"n/a: the {name}'s quality does not rise with its rate (a fit through a curve that turns back " \
                    "is not a result)"
+        if not rd.quality_rises(curve, MIN_RISE_DB):
+            return f"n/a: the {name}'s quality rises by less than {MIN_RISE_DB:g} dB between two of its points (a " \
+                   "fit through a flat curve is not a result)"
     return None
 
 

@@ -82,6 +82,20 @@ def test_curves_that_turn_back_get_a_reason_not_a_number():
     assert isinstance(report.bd_quality_or_reason(rising, rising), float)
 
 
+def test_a_curve_flat_between_two_points_gets_a_reason_not_a_number():
+    """A rise under the printed precision (0.01 dB) is noise: fitted through, it gives a BD-rate of hundreds of
+    percent between curves a few percent apart (0.0009 dB in a main job gave +311.5 %)."""
+    anchor = ([0.25, 0.28, 0.30, 0.325], [5.43, 5.5826, 5.5835, 5.68])  # rises, by 0.0009 dB from its 2nd point
+    test = ([0.21, 0.27, 0.31, 0.35], [5.30, 5.52, 5.65, 5.70])
+    reason = "n/a: the anchor's quality rises by less than 0.01 dB between two of its points (a fit through a flat " \
+             "curve is not a result)"
+    assert report.bd_rate_or_reason(anchor, test) == reason
+    assert report.bd_quality_or_reason(anchor, test) == reason
+    # The same curve rising by 0.02 dB at that point keeps its number, and it is the modest one the points show.
+    anchor[1][2] = anchor[1][1] + 0.02
+    assert abs(report.bd_rate_or_reason(anchor, test)) < 25.0
+
+
 def test_a_single_model_is_a_point_not_a_curve():
     point = ([0.3], [27.0])
     rising = ([0.1, 0.2, 0.4, 0.8], [25.0, 27.0, 29.0, 31.0])

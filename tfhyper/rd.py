@@ -172,12 +172,12 @@ def bd_rate_pchip(anchor, test):
     return 100.0 * math.expm1(_pchip_mean_gap(*curves, "quality"))
 
 
-def quality_rises(curve):
-    """True when the curve's quality (second sequence) rises strictly with its rate (first), taken in rate order:
-    the condition for one rate per quality, which the piecewise BD-rate and the per-image interpolation at equal
-    rates need (models far from convergence can break it)."""
+def quality_rises(curve, min_rise=0.0):
+    """True when the curve's quality (second sequence) rises with its rate (first), taken in rate order, by more
+    than `min_rise` at every point: the condition for one rate per quality, which the piecewise BD-rate and the
+    per-image interpolation at equal rates need (models far from convergence can break it)."""
     rates, quality = (np.asarray(v, dtype=np.float64) for v in curve)
-    return bool(np.all(np.diff(quality[np.argsort(rates, kind="stable")]) > 0))
+    return bool(np.all(np.diff(quality[np.argsort(rates, kind="stable")]) > min_rise))
 
 
 def bd_psnr_pchip(anchor, test):
