@@ -18,6 +18,7 @@ import numpy as np
 from absl import app, flags
 
 from tfhyper import coder, paper
+from tfhyper.coder import header
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("bpp", 1.0, "Target ideal rate in bits per pixel.")
@@ -144,7 +145,7 @@ def main(argv):
     symbols = sum(v.size for v, _, _ in segments)
     estimate = sum(coder.estimate_bits(*s) for s in segments) / 8
     encode_s, decode_s, data, exact = time_coding(segments, FLAGS.repeats)
-    lanes = 1 << (data[0] >> 4)
+    lanes = 1 << header.read(data)[0].lanes_log2
     print(
         f"{FLAGS.width}x{FLAGS.height} latents: {symbols} symbols ({segments[0][0].size} z, {segments[1][0].size} y), "
         f"{lanes} lanes, {'exact' if exact else 'NOT EXACT'} round trip"

@@ -171,10 +171,12 @@ def test_refuses_foreign_and_short_inputs(data, message):
 
 
 def test_refuses_other_versions_naming_both():
-    assert refused(craft(version=2), "unsupported format version 2") == (
-        "unsupported format version 2 (this tfhyper reads version 1)"
+    assert refused(craft(version=3), "unsupported format version 3") == (
+        "unsupported format version 3 (this tfhyper reads versions 1 and 2)"
     )
-    refused(craft(version=0), "unsupported format version 0 (this tfhyper reads version 1)")
+    refused(craft(version=0), "unsupported format version 0 (this tfhyper reads versions 1 and 2)")
+    header, _ = bitstream.unpack(craft(version=2))  # version 2: the same container around a version-2 stream
+    assert header.version == 2 and bitstream.unpack(craft(version=1))[0].version == 1
 
 
 def test_refuses_unknown_model_kind():

@@ -307,7 +307,8 @@ def test_decoder_refuses_streams_that_would_crawl_or_exhaust_memory(hyperprior):
 
     # Too few lanes for the declared symbols: one Python step per symbol would be a denial of service.
     values = np.zeros(40000, np.int64)
-    stream = coder.encode([(values, np.zeros(40000, np.int32), hyperprior.coding_tables["y"])], lanes=1)
+    stream = coder.encode([(values, np.zeros(40000, np.int32), hyperprior.coding_tables["y"])], lanes=1,
+                          sparse=False)
     with pytest.raises(BitstreamError, match="lanes"):
         coder.Decoder(stream, symbol_count=40000)
     # A valid header (CRC and fingerprint included) claiming an image beyond the decoder's pixel limit.
@@ -318,6 +319,32 @@ def test_decoder_refuses_streams_that_would_crawl_or_exhaust_memory(hyperprior):
     )  # fmt: skip
     with pytest.raises(BitstreamError, match="limit"):
         tfhyper.decompress(hyperprior, bitstream.pack(header, [b"\x00" * 8]))
+
+
+def test_latents_that_carry_nothing_make_a_version_2_file():
+    """y all zeros (g_a's last layer zeroed, as in an untrained or collapsed model): y is coded sparse, the file is
+    of format version 2, decodes to the encoder's symbols, is no larger than version 1's stream (18,432 values of y
+    coded as none instead of one by one), and the same bytes labelled version 1 are refused."""
+    import zlib
+
+    model = perturbed(MODELS["hyperprior"], 7)
+    for w in model.g_a.weights[-2:]:
+        w.assign(np.zeros(w.shape, np.float32))
+    image = random_image(384, 512, 3)  # y of 24 x 32 x 24 = 18,432 values
+    data = tfhyper.compress(model, image)
+    assert data[3] == 2
+    _, symbols, segments = codec.symbols_and_segments(model, image)
+    _, decoded, _ = codec.decode_symbols(model, data)
+    for name in symbols:
+        np.testing.assert_array_equal(decoded[name], symbols[name])
+    assert not symbols["y"].any()
+    version_1 = coder.encode(codec.coder_input(symbols, segments), sparse=False)
+    from tfhyper import bitstream
+
+    assert coder.stream_version(version_1) == 1 and len(bitstream.unpack(data)[1][0]) <= len(version_1)
+    body = data[:3] + b"\x01" + data[4:-4]
+    with pytest.raises(BitstreamError, match="holds a coded stream of version 2"):
+        tfhyper.decompress(model, body + zlib.crc32(body).to_bytes(4, "little"))
 
 
 def test_fingerprint_ignores_name_and_training_settings(hyperprior, tmp_path):

@@ -405,8 +405,10 @@ def test_retiring_schedule_only_ever_drops_lanes(costs, lanes_log2):
     assert widths.size <= 2 * -(-len(costs) // lanes) + lanes
 
 
-def test_last_segment_without_information_still_round_trips(scale_tables):
-    """Lanes can only retire into bits read after them; a last segment of near-certain zeros has none to give."""
+def test_last_segment_without_information_is_coded_sparse(scale_tables):
+    """A last segment of near-certain zeros cannot feed retiring lanes: version 2 codes it as its (no) exceptions,
+    the lanes retire into the segment before it, and the stream is within 12 bytes of the ideal, where version 1
+    pays for the lanes' windows."""
     rng = np.random.default_rng(10)
     z_tables = random_tables(rng, 16)
     z_indexes = rng.integers(0, 16, 3000)
@@ -415,8 +417,98 @@ def test_last_segment_without_information_still_round_trips(scale_tables):
     segments = [(z, z_indexes, z_tables), (y, y_indexes, scale_tables)]
     data = assert_round_trip(segments)
     estimate = sum(coder.estimate_bits(*segment) for segment in segments) / 8
-    lanes = 1 << (data[0] >> 4)
-    assert len(data) - estimate <= 4 * lanes + 8  # at worst every lane's whole window
+    assert coder.stream_version(data) == 2 and len(data) - estimate <= 12
+    old = assert_round_trip(segments, sparse=False)
+    lanes = 1 << (old[0] >> 4)
+    assert coder.stream_version(old) == 1 and len(old) - estimate <= 4 * lanes + 8  # at worst every lane's window
+    assert len(data) < len(old)
+
+
+def _near_modes(rng, tables, size, exceptions):
+    """`size` values of random tables, all at their tables' modes but `exceptions` of them (some far outside)."""
+    code = tables._coding
+    indexes = rng.integers(0, tables.lengths.size, size)
+    values = np.where(code.has_mode[indexes], code.mode_values[indexes], 0)
+    at = rng.choice(size, exceptions, replace=False)
+    values[at] = values[at] + rng.choice([1, -1, 2, 2**40, -(2**50)], exceptions)
+    return values, indexes, tables
+
+
+@pytest.mark.parametrize("lanes", [None, 1, 4, 64])
+@pytest.mark.parametrize("order", ["sparse last", "sparse first", "between", "all sparse", "with empty"])
+def test_sparse_segments_round_trip_wherever_they_stand(order, lanes):
+    rng = np.random.default_rng(hash(order) % 1000)
+    tables = random_tables(rng, 12)
+    full = (sample_values(rng, tables, idx := rng.integers(0, 12, 2000)), idx, tables)
+    sparse_a, sparse_b = _near_modes(rng, tables, 20000, 40), _near_modes(rng, tables, 16384, 0)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), tables)
+    segments = {"sparse last": [full, sparse_a], "sparse first": [sparse_a, full],
+                "between": [full, sparse_a, full, sparse_b], "all sparse": [sparse_a, sparse_b],
+                "with empty": [empty, full, sparse_b, empty, sparse_a, empty]}[order]
+    data = assert_round_trip(segments, lanes=lanes)
+    assert coder.stream_version(data) == 2
+    # The same without sparse coding is version 1, and the sparse stream is never larger by more than a few bytes.
+    assert len(data) <= len(coder.encode(segments, lanes=lanes, sparse=False)) + 4
+
+
+def test_segments_with_many_exceptions_stay_version_1(scale_tables):
+    """Sparse coding pays only where values outnumber exceptions by far: these streams are version 1, unchanged."""
+    rng = np.random.default_rng(4)
+    tables = random_tables(rng, 8)
+    busy = _near_modes(rng, tables, 16384, 256)  # one exception in 64 values: not sparse
+    small = _near_modes(rng, tables, 16383, 0)  # no exception, but too few values to be worth it
+    assert coder.stream_version(assert_round_trip([small])) == 1
+    assert coder.stream_version(assert_round_trip([busy])) == 1
+    assert coder.encode([busy]) == coder.encode([busy], sparse=False)
+
+
+def test_the_decoder_refuses_more_exceptions_than_an_encoder_lists(monkeypatch):
+    """A crafted sparse segment cannot make the decoder code symbol by symbol, nor list a value its table's mode."""
+    from tfhyper.coder import encoder, sparse
+
+    rng = np.random.default_rng(5)
+    tables = random_tables(rng, 8)
+    busy = _near_modes(rng, tables, 16384, 300)
+    monkeypatch.setattr(encoder, "worth_it", lambda size, count: True)  # an encoder listing too many
+    data = coder.encode([busy])
+    assert coder.stream_version(data) == 2
+    with pytest.raises(BitstreamError, match="declares 300 exceptions"):
+        coder.Decoder(data).decode(busy[1], tables)
+    quiet = _near_modes(rng, tables, 16384, 0)
+    listed_mode = np.array([0, 17])  # positions of values equal to their modes, listed anyway
+    monkeypatch.setattr(encoder, "exceptions", lambda values, indexes, code: listed_mode)
+    with pytest.raises(BitstreamError, match="lists its exceptions wrongly"):
+        coder.Decoder(coder.encode([quiet])).decode(quiet[1], tables)
+
+
+def test_sparse_streams_cut_or_flipped_fail_or_decode_the_same():
+    rng = np.random.default_rng(6)
+    tables = random_tables(rng, 6)
+    segments = [(sample_values(rng, tables, idx := rng.integers(0, 6, 300)), idx, tables),
+                _near_modes(rng, tables, 16384, 5)]
+    data = assert_round_trip(segments)
+    assert coder.stream_version(data) == 2
+
+    def decoded(stream):
+        decoder = coder.Decoder(stream)
+        out = [decoder.decode(indexes, t) for _, indexes, t in segments]
+        decoder.finish()
+        return out
+
+    for cut in range(1, len(data)):
+        with pytest.raises(BitstreamError):
+            decoded(data[:-cut])
+    with pytest.raises(BitstreamError):
+        decoded(data + b"\x01")
+    for bit in range(8 * len(data)):
+        corrupted = bytearray(data)
+        corrupted[bit // 8] ^= 0x80 >> (bit % 8)
+        try:
+            out = decoded(bytes(corrupted))
+        except BitstreamError:
+            continue
+        for values, (expected, _, _) in zip(out, segments):
+            np.testing.assert_array_equal(values, expected)
 
 
 def test_propagate_carries_matches_integer_addition():

@@ -6,7 +6,7 @@ the codec decides what each section holds) and a CRC-32. Fields, in order:
 | field              | size            | content                                                                 |
 | ------------------ | --------------- | ----------------------------------------------------------------------- |
 | magic              | 3 bytes         | `TFH`                                                                   |
-| format version     | 1 byte          | `1`; files of any other version are refused                             |
+| format version     | 1 byte          | `1` or `2` (see below); files of any other version are refused          |
 | model kind         | 1 byte          | the model class's `FILE_KIND`: `0` factorized, `1` scale hyperprior, ... |
 | model fingerprint  | 4 bytes         | identifies the model that wrote the file; decoding checks it            |
 | image height       | varint          | stored minus one; 1..65535                                              |
@@ -17,6 +17,10 @@ the codec decides what each section holds) and a CRC-32. Fields, in order:
 | section lengths    | 1 varint each   | bytes in each section                                                   |
 | sections           | sum of lengths  | the sections' bytes, in order                                           |
 | checksum           | 4 bytes         | CRC-32 (`zlib.crc32`, little endian) of everything before it            |
+
+Version 2 differs only in what its section holds: a coded stream of version 2 (`tfhyper.coder.header`, with sparse
+segments), which a reader of version 1 cannot decode; it refuses the file by its version byte. The encoder writes
+version 1, byte for byte as before version 2 existed, whenever its stream has no sparse segment.
 
 Varints are unsigned LEB128 (`tfhyper.varint`, shared with the coder's stream header): seven bits per byte, least
 significant group first, the high bit set on every byte but the last. They hold values below 2^32 in at most 5 bytes,
@@ -40,7 +44,8 @@ from tfhyper import varint
 from tfhyper.errors import BitstreamError
 
 MAGIC = b"TFH"
-VERSION = 1
+VERSION = 2  # the newest; files of VERSIONS are read
+VERSIONS = (1, 2)
 FINGERPRINT_BYTES = 4
 CHECKSUM_BYTES = 4
 MAX_SIDE = 65535
@@ -92,6 +97,7 @@ class Header:
     width: int
     y_shape: tuple
     z_shape: tuple | None = None
+    version: int = 1
 
     def __post_init__(self):
         kind = _kind(self.kind)
@@ -104,6 +110,8 @@ class Header:
             raise BitstreamError(
                 f"image of {self.height} x {self.width} pixels exceeds the limit of {MAX_PIXELS} pixels"
             )
+        if self.version not in VERSIONS:
+            raise BitstreamError(f"unsupported format version {self.version} (this tfhyper reads versions 1 and 2)")
         set_field(self, "y_shape", _latent_shape("y", self.y_shape))
         if has_side_information(kind):
             if self.z_shape is None:
@@ -119,7 +127,7 @@ def pack(header, sections):
         raise BitstreamError(f"expected a Header, got {type(header).__name__}")
     sections = [_as_bytes_view(s, "section") for s in _section_list(sections)]
     sizes = [header.height, header.width, *header.y_shape, *(header.z_shape or ())]
-    parts = [MAGIC, bytes([VERSION, header.kind]), header.fingerprint]
+    parts = [MAGIC, bytes([header.version, header.kind]), header.fingerprint]
     parts += [varint.encode(size - 1) for size in sizes]
     parts.append(varint.encode(len(sections)))
     parts += [varint.encode(len(s)) for s in sections]
@@ -139,15 +147,15 @@ def unpack(data):
         raise BitstreamError(
             f"truncated bitstream: {len(view)} bytes, shorter than the smallest tfhyper file ({MIN_FILE_BYTES} bytes)"
         )
-    if view[3] != VERSION:
-        raise BitstreamError(f"unsupported format version {view[3]} (this tfhyper reads version {VERSION})")
+    if view[3] not in VERSIONS:
+        raise BitstreamError(f"unsupported format version {view[3]} (this tfhyper reads versions 1 and 2)")
     reader = _Reader(view, position=4)
     kind = _kind(reader.byte("model kind"))
     fingerprint = reader.take(FINGERPRINT_BYTES, "model fingerprint")
     height, width = (reader.size(name, MAX_SIDE) for name in ("image height", "image width"))
     y_shape = reader.latent_shape("y")
     z_shape = reader.latent_shape("z") if has_side_information(kind) else None
-    header = Header(kind, bytes(fingerprint), height, width, y_shape, z_shape)
+    header = Header(kind, bytes(fingerprint), height, width, y_shape, z_shape, version=view[3])
     count = reader.varint("section count")
     if not 1 <= count <= MAX_SECTIONS:
         raise BitstreamError(f"section count {count} outside 1..{MAX_SECTIONS}")
@@ -192,7 +200,7 @@ def describe(header, sections, total_bytes):
     lines.append(f"header:      {total_bytes - payload} bytes, checksum included")
     bpp = 8 * total_bytes / (header.height * header.width)
     lines.append(f"total:       {total_bytes} bytes, {bpp:.4f} bits per pixel")
-    return "\n".join([f"tfhyper file, format version {VERSION}"] + lines)
+    return "\n".join([f"tfhyper file, format version {header.version}"] + lines)
 
 
 class _Reader:

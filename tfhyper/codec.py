@@ -98,6 +98,7 @@ def compress(model, image, jit_compile=False):
 
 def pack(model, image_shape, latents, symbols, segments):
     """The .tfh file of the output of `symbols_and_segments` for an image of `image_shape`."""
+    stream = coder.encode(coder_input(symbols, segments))
     header = bitstream.Header(
         kind=model.FILE_KIND,
         fingerprint=model.fingerprint(),
@@ -105,8 +106,9 @@ def pack(model, image_shape, latents, symbols, segments):
         width=image_shape[1],
         y_shape=latents["y"].shape,
         z_shape=latents["z"].shape if "z" in latents else None,
+        version=coder.stream_version(stream),  # 2 only for a stream with sparse segments
     )
-    return bitstream.pack(header, [coder.encode(coder_input(symbols, segments))])
+    return bitstream.pack(header, [stream])
 
 
 def decode_symbols(model, data):
@@ -123,6 +125,9 @@ def decode_symbols(model, data):
         raise BitstreamError("latent shapes in the header do not match the image size and model")
     if len(sections) != 1:
         raise BitstreamError(f"expected one coded section, found {len(sections)}")
+    if coder.stream_version(sections[0]) != header.version:
+        raise BitstreamError(f"a file of format version {header.version} holds a coded stream of version "
+                             f"{coder.stream_version(sections[0])}")
     symbol_count = sum(int(np.prod(shape)) for shape in shapes.values())
     # No symbol costs more than a few bytes, escapes included: bound the decoder's buffers by the header.
     if len(sections[0]) > 16 * symbol_count + 4096:

@@ -10,6 +10,10 @@ one at a time at the end of the last segment, the free bits of each final window
 and the last lane's free bits check everything decoded, so that a corrupted or truncated stream fails instead of
 decoding to wrong values. The overhead is about half a bit per lane plus 4 bytes.
 
+A segment whose values nearly all equal their tables' modes (many values, few exceptions) is coded as its exceptions
+alone (`sparse`); a stream with such a segment is of version 2, where the lanes retire in the last segment coded in
+full and the one lane left codes the sparse segments after it. Streams without one are version 1, unchanged.
+
 One job per module:
 
     pmf.py       float pmf -> integer frequencies of least expected code length (`quantize_pmf`)
@@ -20,12 +24,14 @@ One job per module:
     escapes.py   the code of values outside their table, and the built-in tables it uses
     rate.py      ideal code lengths (`estimate_bits`, `symbol_bits`)
     lanes.py     lane count, schedule and retirement (`minimum_lanes`), the check of the decoded values
-    header.py    the stream's first byte and segment count
+    sparse.py    segments coded as their exceptions to their tables' modes (stream version 2)
+    header.py    the stream's first bytes: version, lanes, segment count (and version 2's sparse segments)
     encoder.py   `encode`
     decoder.py   `Decoder`
 """
 from tfhyper.coder.decoder import Decoder
 from tfhyper.coder.encoder import encode
+from tfhyper.coder.header import version as stream_version
 from tfhyper.coder.lanes import minimum_lanes
 from tfhyper.coder.pmf import PRECISION_MAX, PRECISION_MIN, quantize_pmf
 from tfhyper.coder.rate import estimate_bits, symbol_bits
@@ -40,5 +46,6 @@ __all__ = [
     "estimate_bits",
     "minimum_lanes",
     "quantize_pmf",
+    "stream_version",
     "symbol_bits",
 ]

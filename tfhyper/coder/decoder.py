@@ -6,7 +6,7 @@ Anything malformed, truncated or inconsistent raises `BitstreamError`; the last 
 """
 import numpy as np
 
-from tfhyper.coder import header
+from tfhyper.coder import header, sparse
 from tfhyper.coder.escapes import CHUNK_TABLE0, COUNT_TABLE, INTERNAL, LENGTH_TABLE, Escapes, chunk_widths, join_chunks
 from tfhyper.coder.lanes import minimum_lanes, retiring_order, retiring_widths, round_robin, values_checksum
 from tfhyper.coder.symbols import check_indexes
@@ -27,8 +27,9 @@ class Decoder:
             data = bytes(memoryview(data))
         except TypeError:
             raise TypeError(f"coded data must be bytes-like, got {type(data).__name__}") from None
-        lanes_log2, self._segments, at = header.read(data)
-        self._lanes = 1 << lanes_log2
+        self._header, at = header.read(data)
+        self._segments = self._header.segments
+        self._lanes = 1 << self._header.lanes_log2
         if symbol_count is not None and self._lanes < minimum_lanes(symbol_count):
             raise BitstreamError(
                 f"coded stream uses {self._lanes} lanes for {symbol_count} symbols "
@@ -51,6 +52,8 @@ class Decoder:
         self._check = None  # (offset, range) of the last lane's final window
         self._closed = False
         self._failed = None
+        # Version 2 without a segment coded in full: one lane codes everything.
+        self._after_retiring = self._header.version == 2 and self._header.retiring is None
 
     def decode(self, indexes, tables):
         """Values of the next segment, int64, shaped like ``indexes``."""
@@ -73,21 +76,33 @@ class Decoder:
     def _decode(self, indexes, tables):
         if self._decoded >= self._segments:
             raise BitstreamError(f"coded stream holds {self._segments} segments; asked for more")
+        segment = self._decoded
         self._decoded += 1
-        last = self._decoded == self._segments
-        if indexes.size == 0:
-            if last:
-                self._retire(0, self._live)
-            return np.zeros(0, np.int64)
         code = tables._coding
+        if self._header.is_sparse(segment):
+            values = self._decode_sparse(indexes, code)
+        elif indexes.size == 0:
+            values = np.zeros(0, np.int64)
+        else:
+            values = self._decode_values(indexes, code, retiring=self._header.retires_in(segment))
+        if self._decoded == self._segments:
+            self._retire(0, self._live)  # what is left: the last lane, when no lane retired in the last segment
+        return values
+
+    def _decode_values(self, indexes, code, retiring=False):
+        """A segment's values coded in full: its escapes, then its symbols (where the lanes retire, in the order
+        `retiring_order` gives)."""
         escapes = self._decode_escapes(indexes.size)
-        if last:
+        if retiring:
             order = retiring_order(indexes, code, self._lanes)
             widths = retiring_widths(code.expected_cost[indexes[order]], self._lanes)
+            # Version 2: one lane goes on when sparse segments follow.
+            later = self._header.sparse >> self._decoded
             found = np.empty(indexes.size, np.int64)
-            found[order] = self._run(code, indexes[order], widths, retiring=True)
+            found[order] = self._run(code, indexes[order], widths, retiring=True, end_width=1 if later else 0)
+            self._after_retiring = True
         else:
-            found = self._run(code, indexes, round_robin(indexes.size, self._lanes))
+            found = self._run(code, indexes, round_robin(indexes.size, self._width()))
         symbols = found - 1 - code.first[indexes]
         regular = code.lengths[indexes] - 1
         low = code.offsets[indexes]
@@ -98,6 +113,21 @@ class Decoder:
         if escaped.size:
             out[escaped] = escapes.values(low[escaped], low[escaped] + regular[escaped] - 1)
         return out
+
+    def _decode_sparse(self, indexes, code):
+        """A sparse segment: its exceptions' count and positions, then their values; the rest their tables' modes."""
+        count = self._decode_count()
+        sparse.check_count(count, indexes.size)
+        positions = np.zeros(0, np.int64)
+        if count:
+            lengths = self._internal_symbols(np.full(count, LENGTH_TABLE))
+            positions = sparse.positions_from(lengths, self._decode_payload(lengths), indexes.size)
+        return sparse.fill(indexes, code, positions, self._decode_values(indexes[positions], code) if count else
+                           np.zeros(0, np.int64))
+
+    def _width(self):
+        """Lanes of a block coded round robin: all of them, or the one left after the lanes retired (version 2)."""
+        return 1 if self._after_retiring else self._lanes
 
     def finish(self):
         """Check that the stream ended exactly where the last segment did; raise BitstreamError otherwise."""
@@ -117,11 +147,16 @@ class Decoder:
 
     # -- escapes --
 
-    def _decode_escapes(self, segment_size):
+    def _decode_count(self):
+        """A count coded as its bit-length class and mantissa (the escape count's code)."""
         count_class = int(self._internal_symbols(np.array([COUNT_TABLE]))[0])
         count = (1 << count_class) >> 1
         if count_class > 1:
             count |= int(self._decode_payload(np.array([count_class - 1]))[0])
+        return count
+
+    def _decode_escapes(self, segment_size):
+        count = self._decode_count()
         if count > segment_size:
             raise BitstreamError(f"coded segment declares {count} escapes for {segment_size} values")
         if not count:
@@ -131,7 +166,7 @@ class Decoder:
 
     def _internal_symbols(self, tables):
         """Decode one symbol of the escape machinery per entry of ``tables``."""
-        found = self._run(INTERNAL, tables, round_robin(tables.size, self._lanes))
+        found = self._run(INTERNAL, tables, round_robin(tables.size, self._width()))
         return found - 1 - INTERNAL.first[tables]
 
     def _decode_payload(self, nbits):
@@ -141,7 +176,7 @@ class Decoder:
 
     # -- the lanes --
 
-    def _run(self, code, indexes, widths, retiring=False):
+    def _run(self, code, indexes, widths, retiring=False, end_width=0):
         """Decode one block; returns the search result (flat cdf index + 1) of every symbol in coding order."""
         found = np.empty(indexes.size, np.int64)
         keys, start, end = code.keys, code.start, code.end
@@ -186,7 +221,7 @@ class Decoder:
                     if self._cursor > self._limit:
                         raise BitstreamError("coded stream is truncated")
             if retiring:
-                after = widths[step + 1] if step + 1 < len(widths) else 0
+                after = widths[step + 1] if step + 1 < len(widths) else end_width
                 if after < a:
                     self._retire(after, a)
             pos = nxt

@@ -11,48 +11,91 @@ import numpy as np
 
 from tfhyper.coder import header
 from tfhyper.coder.escapes import escape_blocks
-from tfhyper.coder.lanes import LANE_COUNTS, MAX_LANES_LOG2, Block, choose_lanes, schedule, values_checksum
+from tfhyper.coder.lanes import (
+    LANE_COUNTS,
+    MAX_LANES_LOG2,
+    Block,
+    choose_lanes,
+    choose_sparse_lanes,
+    schedule,
+    values_checksum,
+)
+from tfhyper.coder.sparse import MAX_SPARSE_SEGMENTS, exceptions, position_bits, position_blocks, worth_it
 from tfhyper.coder.symbols import Segment, symbols_of
 from tfhyper.coder.window import FULL_RANGE, LOW_MASKS, PRECISION, SHIFT_BYTES, WINDOW, WINDOW_MASK
 
 
-def encode(segments, tables=None, *, lanes=None):
+def encode(segments, tables=None, *, lanes=None, sparse=True):
     """Code segments into one stream; decode them in the same order with `Decoder`.
 
     ``segments`` is a list of ``(values, indexes, tables)`` (or ``(values, indexes)`` using ``tables``): integer
     arrays of one shape, ``indexes`` choosing a table of `CodingTables` for each value. Any int64 value is codable.
     ``lanes`` (a power of two up to 512) overrides the number of interleaved coders, otherwise chosen from the
     symbol count and the estimated rate: more lanes decode faster and cost about half a bit each.
+
+    A segment whose values nearly all equal their tables' modes is coded sparse (`sparse`: only the exceptions),
+    where that is estimated no larger; such a stream is of version 2 (`header`), others are version 1, byte for byte
+    as before version 2 existed. ``sparse=False`` writes version 1 always.
     """
     segments = [Segment.from_input(s, tables) for s in segments]
     if len(segments) >= header.MAX_SEGMENTS:
         raise ValueError(f"at most {header.MAX_SEGMENTS - 1} segments")
-    blocks, bits = _coding_blocks(segments)
-    if lanes is None:
+    blocks, bits, plan = _coding_blocks(segments, sparse)
+    coded = [at for at, segment in enumerate(segments) if at not in plan and segment.values.size]
+    retiring = coded[-1] if coded else None  # version 2: the last segment coded in full
+    if lanes is None and not plan:
         lanes = choose_lanes(sum(bits), bits[-1] if bits else 0.0, sum(b.indexes.size for b in blocks))
+    elif lanes is None:
+        lanes = choose_sparse_lanes(sum(bits), bits[retiring] if coded else 0.0, sum(b.indexes.size for b in blocks),
+                                    sum(segment.values.size for segment in segments))
     elif not isinstance(lanes, (int, np.integer)) or isinstance(lanes, bool) or lanes not in LANE_COUNTS:
         raise ValueError(f"lanes must be a power of two up to {1 << MAX_LANES_LOG2}, got {lanes!r}")
     lanes = int(lanes)
-    schedule(blocks, lanes, retiring=bool(segments) and segments[-1].values.size > 0)
+    version = 2 if plan else 1
+    retire_block = _retire_block(blocks, plan, retiring)
+    schedule(blocks, lanes, retiring=bool(segments) and segments[-1].values.size > 0, version=version,
+             retire_at=retire_block)
     checksum = 0
     for segment in segments:
         checksum = values_checksum(segment.values, checksum)
-    return header.write(lanes.bit_length() - 1, len(segments)) + _encode_blocks(blocks, lanes, checksum)
+    mask = sum(1 << at for at in plan)
+    return header.write(lanes.bit_length() - 1, len(segments), mask, retiring) + _encode_blocks(blocks, lanes, checksum)
 
 
-def _coding_blocks(segments):
-    """Every segment's escape blocks then its symbols, and each segment's estimated bits."""
-    blocks, bits = [], []
-    for segment in segments:
+def _retire_block(blocks, plan, retiring):
+    """Version 2: the index of the block of the retiring segment's symbols (its last block), or None."""
+    if not plan or retiring is None:
+        return None
+    return max(at for at, block in enumerate(blocks) if block.segment == retiring)
+
+
+def _coding_blocks(segments, sparse=True):
+    """Every segment's blocks (a sparse segment's exception positions, then its escapes, then its symbols), each
+    segment's estimated bits, and which segments are sparse ({index: exception positions})."""
+    blocks, bits, plan = [], [], {}
+    for at, segment in enumerate(segments):
         if segment.values.size == 0:
             bits.append(0.0)
             continue
-        symbols, escapes = symbols_of(segment)
         code = segment.tables._coding
-        blocks += escape_blocks(escapes)
-        blocks.append(Block(code, segment.indexes, symbols))
+        symbols, escapes = symbols_of(segment)
         bits.append(float(code.bits[segment.indexes, symbols].sum()) + escapes.cost())
-    return blocks, bits
+        new = escape_blocks(escapes) + [Block(code, segment.indexes, symbols)]
+        if sparse and at < MAX_SPARSE_SEGMENTS:
+            positions = exceptions(segment.values, segment.indexes, code)
+            if worth_it(segment.values.size, positions.size):
+                # Every escape is an exception (a mode is a regular symbol), so the escapes' cost stays.
+                listed = position_bits(positions) + float(code.bits[segment.indexes[positions],
+                                                                     symbols[positions]].sum()) + escapes.cost()
+                if listed <= bits[-1]:
+                    plan[at], bits[-1] = positions, listed
+                    new = position_blocks(positions)
+                    if positions.size:
+                        new += escape_blocks(escapes) + [Block(code, segment.indexes[positions], symbols[positions])]
+        for block in new:
+            block.segment = at
+        blocks += new
+    return blocks, bits, plan
 
 
 def _encode_blocks(blocks, lanes, checksum):
@@ -62,7 +105,8 @@ def _encode_blocks(blocks, lanes, checksum):
     start, end = np.concatenate(starts), np.concatenate(ends)
     widths = np.concatenate([b.widths for b in blocks])
     low, rng, low_before, shift = _range_code(start, end, widths, lanes)
-    retire_step = sum(b.widths.size for b in blocks[:-1]) if blocks[-1].retiring else None
+    retiring = [at for at, block in enumerate(blocks) if block.retiring]
+    retire_step = sum(b.widths.size for b in blocks[: retiring[0]]) if retiring else None
     return _Stream(widths, low_before, shift, lanes).bytes(low, rng, retire_step, checksum)
 
 

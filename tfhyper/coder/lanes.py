@@ -31,6 +31,7 @@ _LAST_SEGMENT_BITS_PER_LANE = 128
 _MIN_SYMBOLS_PER_LANE = 32
 _MIN_LANES = 16
 _FLOOR_BITS_PER_LANE = 2048
+_SPARSE_BITS_PER_LANE = 2048
 _MAX_STEPS = 1 << 15
 
 
@@ -43,6 +44,7 @@ class Block:
     symbols: np.ndarray = None
     widths: np.ndarray = None
     retiring: bool = False
+    segment: int = -1  # the segment it belongs to
 
 
 def round_robin(count, lanes):
@@ -97,17 +99,22 @@ def retiring_order(indexes, code, lanes):
     return np.concatenate([np.flatnonzero(~late), np.flatnonzero(late)])
 
 
-def schedule(blocks, lanes, retiring):
-    """Lane widths of every block; lanes retire in the last block when it holds the last segment's symbols."""
-    if retiring:
-        last = blocks[-1]
+def schedule(blocks, lanes, retiring, version=1, retire_at=None):
+    """Lane widths of every block. Version 1: all lanes code every block, and they retire in the last block when it
+    holds the last segment's symbols (`retiring`). Version 2: they retire in block `retire_at` (None: in none), and
+    the blocks after it are coded by the one lane left."""
+    if version == 1:
+        retire_at = len(blocks) - 1 if retiring else None
+    if retire_at is not None:
+        last = blocks[retire_at]
         order = retiring_order(last.indexes, last.tables, lanes)
         last.indexes, last.symbols, last.retiring = last.indexes[order], last.symbols[order], True
-    for block in blocks:
+    for at, block in enumerate(blocks):
         if block.retiring:
             block.widths = retiring_widths(block.tables.expected_cost[block.indexes], lanes)
         else:
-            block.widths = round_robin(block.indexes.size, lanes)
+            before = version == 1 or (retire_at is not None and at < retire_at)
+            block.widths = round_robin(block.indexes.size, lanes if before else 1)
 
 
 def choose_lanes(total_bits, last_bits, symbol_count):
@@ -118,6 +125,14 @@ def choose_lanes(total_bits, last_bits, symbol_count):
     floor = min(_MIN_LANES, by_symbols, total_bits / _FLOOR_BITS_PER_LANE)
     lanes = max(lanes, floor, 1.0)
     return max(1 << int(math.floor(math.log2(lanes))), minimum_lanes(symbol_count))
+
+
+def choose_sparse_lanes(total_bits, retiring_bits, coded_symbols, symbol_count):
+    """The lane count of a version-2 stream (one with sparse segments, which are small): half a bit per lane kept
+    under 1/4096 of the rate, at least the decoder's minimum for all the stream's values."""
+    lanes = min(1 << MAX_LANES_LOG2, total_bits / _SPARSE_BITS_PER_LANE, retiring_bits / _LAST_SEGMENT_BITS_PER_LANE,
+                coded_symbols / _MIN_SYMBOLS_PER_LANE)
+    return max(1 << int(math.floor(math.log2(max(lanes, 1.0)))), minimum_lanes(symbol_count))
 
 
 def minimum_lanes(symbol_count):

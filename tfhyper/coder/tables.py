@@ -135,6 +135,11 @@ class ScaledTables:
         self.bits = np.where(valid[:, 1:], bits, 0.0)
         # Expected cost per symbol of each table, from integers only (it sets the lane schedule).
         self.expected_cost = expected_costs(freqs)
+        # Each table's most frequent regular value (the first of equals), which a sparse segment leaves uncoded;
+        # a table holding only the escape has none.
+        regular = np.arange(width - 1)[None, :] < (lengths[:, None] - 1)
+        self.has_mode = lengths > 1
+        self.mode_values = offsets.astype(np.int64) + np.where(regular, freqs, -1).argmax(axis=1)
 
     def bounds(self, tables, symbols):
         flat = tables * self.cdf.shape[1] + symbols
