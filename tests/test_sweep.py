@@ -1,5 +1,6 @@
 """The sweep of the paper's 32 models: presets, selection, resumption after interruption, no repeated work."""
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -55,7 +56,7 @@ def test_the_cpu_preset_scales_the_filters_and_fits_ms_ssim_crops():
     assert (configs["hyperprior-mse-q8"].patch_size, configs["hyperprior-mse-q8"].batch_size) == (128, 8)
     assert (configs["hyperprior-ms-ssim-q1"].patch_size, configs["hyperprior-ms-ssim-q1"].batch_size) == (176, 4)
     assert configs["factorized-ms-ssim-q1"].resolved()[2] == paper.QUALITIES[1].lmbda_ms_ssim
-    assert {(c.learning_rate, c.learning_rate_decay, c.steps) for c in configs.values()} == {(1e-3, "cosine", 5000)}
+    assert {(c.learning_rate, c.learning_rate_decay, c.steps) for c in configs.values()} == {(2e-3, "cosine", 5000)}
     # The measured recipe (tfhyper.paper): PyTorch's initialization, gradients clipped to norm 1.0.
     assert {(c.initializer, c.adam_epsilon, c.clip_norm) for c in configs.values()} == {("fan_in_uniform", 1e-7, 1.0)}
     paper_configs = sweep.sweep_configs(sweep.PRESETS["paper"], qualities=[1])
@@ -67,7 +68,7 @@ def test_flags_override_the_preset_for_every_model():
                                   learning_rate_decay="none")
     configs = sweep.sweep_configs(preset, ["factorized"], ["mse", "ms-ssim"], [6])
     for config in configs.values():
-        assert (config.steps, config.patch_size, config.batch_size, config.learning_rate) == (10, 192, 2, 1e-3)
+        assert (config.steps, config.patch_size, config.batch_size, config.learning_rate) == (10, 192, 2, 2e-3)
         assert config.learning_rate_decay == "none"
         assert config.resolved()[:2] == (96, 160)
 
@@ -229,7 +230,8 @@ def test_cli_prints_help_and_reports_bad_flags_in_one_line(tmp_path):
 def test_a_base_run_is_trained_first_and_every_model_fine_tuned_from_it(tmp_path):
     """--base_quality: per kind a base run at that quality (MSE if selected) first, with the preset's steps; every
     selected model (MS-SSIM and the base's quality included) starts from it with its N and M, a quarter of the
-    steps and 0.3 x the learning rate."""
+    steps and the preset's fine-tune learning rate (the cpu preset's 3e-4; where a preset sets none, 0.3 x the
+    base's)."""
     preset = sweep.with_overrides(sweep.PRESETS["cpu"], steps=400, base_quality=4, patch_size=192)
     configs = sweep.sweep_configs(preset, ["hyperprior", "factorized"], ["ms-ssim", "mse"], [2, 4, 6], root=tmp_path)
     names = list(configs)
@@ -237,11 +239,14 @@ def test_a_base_run_is_trained_first_and_every_model_fine_tuned_from_it(tmp_path
     for name, config in configs.items():
         assert (config.num_filters, config.latent_filters) == (32, 48)  # q6 alone would be N=48, M=80
         if name.endswith("-base"):
-            assert config.init_from is None and config.steps == 400 and config.learning_rate == 1e-3
+            assert config.init_from is None and config.steps == 400 and config.learning_rate == 2e-3
             assert (config.distortion, config.quality) == ("mse", 4)
         else:
             assert config.init_from == str(tmp_path / f"{config.model}-mse-q4-base" / "model.keras")
             assert config.steps == 100 and config.learning_rate == pytest.approx(3e-4)
+    shared = dataclasses.replace(preset, fine_tune_learning_rate=None)
+    tuned = sweep.sweep_configs(shared, ["hyperprior"], ["mse"], [2, 4], root=tmp_path)["hyperprior-mse-q2"]
+    assert tuned.learning_rate == pytest.approx(0.3 * 2e-3)
     with pytest.raises(ValueError, match="the base quality 4 is not among the qualities 2, 6"):
         sweep.sweep_configs(preset, ["hyperprior"], ["mse"], [2, 6], root=tmp_path)
 

@@ -223,3 +223,30 @@ def test_the_quickstart_starts_the_density_narrow_and_the_paper_preset_as_the_re
     assert {c.density_init_scale for c in configs.values()} == {1.0}
     assert sweep.PRESETS["paper"].density_init_scale == paper.DENSITY_INIT_SCALE == 10.0
     assert RunConfig().density_init_scale == 10.0
+
+
+def test_the_cpu_preset_starts_adam_at_2e_3_and_the_paper_preset_keeps_section_4_1():
+    """The cpu preset's runs start at 2e-3 and fall along half a cosine to 1 % of it at their last step (closed form
+    below); its fine-tunes and the quickstart's start at 3e-4, the quickstart's base runs at 1e-3; the paper preset
+    keeps section 4.1's constant 1e-4."""
+    import math
+
+    from experiments import quickstart, sweep
+    from tfhyper import paper
+    from tfhyper.training import learning_rate_schedule
+
+    def cosine(start, step, steps):
+        return start * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+
+    cpu = sweep.sweep_configs(sweep.PRESETS["cpu"], ("hyperprior",), ("mse",), (4,), root="runs")["hyperprior-mse-q4"]
+    tuned = sweep.sweep_configs(sweep.with_overrides(sweep.PRESETS["cpu"], base_quality=4), ("factorized",),
+                                ("mse",), (2, 4), root="runs")
+    quick = sweep.sweep_configs(quickstart.QUICK, ("hyperprior",), ("mse",), (1, 3), root="runs")
+    expected = [(cpu, 2e-3), (tuned["factorized-mse-q4-base"], 2e-3), (tuned["factorized-mse-q2"], 3e-4),
+                (quick["hyperprior-mse-q3-base"], 1e-3), (quick["hyperprior-mse-q1"], 3e-4)]
+    for config, start in expected:
+        schedule = learning_rate_schedule(config)
+        for step in (0, config.steps // 3, config.steps):
+            assert float(schedule(step)) == pytest.approx(cosine(start, step, config.steps), rel=1e-5)
+    paper_run = sweep.sweep_configs(sweep.PRESETS["paper"], ("hyperprior",), ("mse",), (4,), root="runs")
+    assert learning_rate_schedule(paper_run["hyperprior-mse-q4"]) == paper.LEARNING_RATE == 1e-4
