@@ -38,7 +38,7 @@ def _internal_tables():
 INTERNAL = _internal_tables()
 
 
-def _bit_length_u64(x):
+def bit_length_u64(x):
     x = np.asarray(x, np.uint64)
     length = np.zeros(x.shape, np.int64)
     for k in range(64):
@@ -100,7 +100,7 @@ class Escapes:
             low.astype(np.uint64) - np.uint64(1) - values.astype(np.uint64),
             values.astype(np.uint64) - high.astype(np.uint64) - np.uint64(1),
         )
-        lengths = _bit_length_u64(overflow + np.uint64(1)) - 1
+        lengths = bit_length_u64(overflow + np.uint64(1)) - 1
         mantissa = (overflow + np.uint64(1)) - (np.uint64(1) << lengths.astype(np.uint64))
         return cls(lengths, (mantissa << np.uint64(1)) | below.astype(np.uint64), lengths + 1)
 
@@ -126,15 +126,22 @@ class Escapes:
         return float(self.costs().sum())
 
 
+def count_blocks(count):
+    """A count as its bit-length class (COUNT_TABLE), then its mantissa bits: the code of escape counts (and of a
+    sparse segment's exception count)."""
+    count_class = int(count).bit_length()
+    blocks = [Block(INTERNAL, np.array([COUNT_TABLE]), np.array([count_class]))]
+    if count_class > 1:
+        mantissa = np.array([count - (1 << (count_class - 1))], np.uint64)
+        values, widths = chunks(mantissa, np.array([count_class - 1]))
+        blocks.append(Block(INTERNAL, CHUNK_TABLE0 + widths, values))
+    return blocks
+
+
 def escape_blocks(escapes):
     """Blocks before a segment's symbols: escape count class, its mantissa, the overflow classes, the payloads."""
     escape_count = escapes.lengths.size
-    count_class = int(escape_count).bit_length()
-    blocks = [Block(INTERNAL, np.array([COUNT_TABLE]), np.array([count_class]))]
-    if count_class > 1:
-        mantissa = np.array([escape_count - (1 << (count_class - 1))], np.uint64)
-        values, widths = chunks(mantissa, np.array([count_class - 1]))
-        blocks.append(Block(INTERNAL, CHUNK_TABLE0 + widths, values))
+    blocks = count_blocks(escape_count)
     if escape_count:
         blocks.append(Block(INTERNAL, np.full(escape_count, LENGTH_TABLE), escapes.lengths))
         values, widths = chunks(escapes.payload, escapes.nbits)

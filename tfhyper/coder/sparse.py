@@ -5,13 +5,21 @@ at zero, channels a trained model does not use) costs a fraction of a bit as sym
 symbol, and, coded last, it cannot take the free bits of the lanes retiring into it. Coded sparse, it is the count
 of its exceptions, the gap before each (both with the escape machinery's built-in tables: an Elias-gamma-like
 length class and its mantissa bits), then the exceptions themselves as an ordinary segment of their own tables; the
-other values are their tables' modes. The encoder codes a segment sparse when that is estimated no larger
-(`choose`), and the decoder refuses more than `MAX_EXCEPTIONS` exceptions, so that a crafted stream cannot make it
-decode symbol by symbol.
+other values are their tables' modes. The encoder codes a segment sparse where `worth_it` allows and that is
+estimated no larger, and the decoder refuses more exceptions than `worth_it` allows, so that a crafted stream
+cannot make it decode symbol by symbol.
 """
 import numpy as np
 
-from tfhyper.coder.escapes import CHUNK_TABLE0, COUNT_TABLE, INTERNAL, LENGTH_TABLE, chunks
+from tfhyper.coder.escapes import (
+    CHUNK_TABLE0,
+    COUNT_TABLE,
+    INTERNAL,
+    LENGTH_TABLE,
+    bit_length_u64,
+    chunks,
+    count_blocks,
+)
 from tfhyper.coder.lanes import Block
 from tfhyper.errors import BitstreamError
 
@@ -39,23 +47,10 @@ def exceptions(values, indexes, code):
 
 def _gap_classes(positions):
     """Gaps before each exception (position - previous - 1, from -1) as length class n and n mantissa bits of
-    gap + 1 = 2^n + mantissa."""
+    gap + 1 = 2^n + mantissa (the escapes' overflow code without its side bit)."""
     gaps = np.diff(positions, prepend=-1) - 1
-    lengths = np.floor(np.log2(gaps + 1.0)).astype(np.int64)
-    # log2 of a float may round across a power of two: settle each class on the integers.
-    lengths -= (np.int64(1) << lengths) > gaps + 1
-    lengths += (np.int64(1) << (lengths + 1)) <= gaps + 1
+    lengths = bit_length_u64(gaps + 1) - 1
     return lengths, (gaps + 1 - (np.int64(1) << lengths)).astype(np.uint64)
-
-
-def count_blocks(count):
-    """The count's bit-length class, then its mantissa: the escape count's code."""
-    count_class = int(count).bit_length()
-    blocks = [Block(INTERNAL, np.array([COUNT_TABLE]), np.array([count_class]))]
-    if count_class > 1:
-        values, widths = chunks(np.array([count - (1 << (count_class - 1))], np.uint64), np.array([count_class - 1]))
-        blocks.append(Block(INTERNAL, CHUNK_TABLE0 + widths, values))
-    return blocks
 
 
 def position_blocks(positions):
