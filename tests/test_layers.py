@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfhyper import layers
-from tfhyper.layers import GDN, conv, deconv
+from tfhyper.layers import GDN, Crop2D, conv, deconv
 
 
 def set_gdn(layer, beta, gamma):
@@ -144,3 +144,18 @@ def test_glorot_uniform_keeps_keras_defaults():
     assert not bias.any()
     with pytest.raises(ValueError, match="initializer must be one of"):
         layers.conv(4, 3, initializer="he")
+
+
+def test_crop_keeps_the_window_and_passes_gradients_only_there():
+    """Crop2D is Cropping2D: x[:, top:-bottom, left:-right]; its gradient is 1 inside that window, 0 outside."""
+    x = tf.constant(np.random.default_rng(3).normal(size=(2, 7, 9, 3)), tf.float32)
+    layer = Crop2D(((2, 1), (1, 3)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = layer(x)
+        total = tf.reduce_sum(out)
+    np.testing.assert_array_equal(out.numpy(), x.numpy()[:, 2:-1, 1:-3])
+    assert layer.compute_output_shape((None, 7, 9, 3)) == (None, 4, 5, 3)
+    expected = np.zeros(x.shape, np.float32)
+    expected[:, 2:-1, 1:-3] = 1
+    np.testing.assert_array_equal(tape.gradient(total, x).numpy(), expected)
