@@ -20,9 +20,16 @@ from tfhyper.coder.lanes import (
     schedule,
     values_checksum,
 )
-from tfhyper.coder.sparse import MAX_SPARSE_SEGMENTS, exceptions, position_bits, position_blocks, worth_it
+from tfhyper.coder.sparse import (
+    MAX_SPARSE_SEGMENTS,
+    exception_count,
+    exceptions,
+    position_bits,
+    position_blocks,
+    worth_it,
+)
 from tfhyper.coder.symbols import Segment, symbols_of
-from tfhyper.coder.window import FULL_RANGE, LOW_MASKS, PRECISION, SHIFT_BYTES, WINDOW, WINDOW_MASK
+from tfhyper.coder.window import FULL_RANGE, PRECISION, SHIFT_BITS, WINDOW, WINDOW_MASK
 
 
 def encode(segments, tables=None, *, lanes=None, sparse=True):
@@ -79,9 +86,11 @@ def _coding_blocks(segments, sparse=True):
             continue
         code = segment.tables._coding
         symbols, escapes = symbols_of(segment)
-        bits.append(float(code.bits[segment.indexes, symbols].sum()) + escapes.cost())
+        flat = code.flat_index(segment.indexes, symbols)
+        bits.append(float(code.flat_bits.take(flat).sum()) + escapes.cost())
         new = escape_blocks(escapes) + [Block(code, segment.indexes, symbols)]
-        if sparse and at < MAX_SPARSE_SEGMENTS:
+        # Counted first, in one gather: most segments have far too many exceptions to be listed.
+        if sparse and at < MAX_SPARSE_SEGMENTS and worth_it(segment.values.size, exception_count(flat, code)):
             positions = exceptions(segment.values, segment.indexes, code)
             if worth_it(segment.values.size, positions.size):
                 # Every escape is an exception (a mode is a regular symbol), so the escapes' cost stays.
@@ -101,41 +110,56 @@ def _coding_blocks(segments, sparse=True):
 def _encode_blocks(blocks, lanes, checksum):
     if not blocks:
         return b""
-    starts, ends = zip(*(b.tables.bounds(b.indexes, b.symbols) for b in blocks))
-    start, end = np.concatenate(starts), np.concatenate(ends)
     widths = np.concatenate([b.widths for b in blocks])
-    low, rng, low_before, shift = _range_code(start, end, widths, lanes)
+    coded = _bounds(blocks, int(widths.sum()))
+    rng, low = _range_code(coded, widths, lanes)
     retiring = [at for at, block in enumerate(blocks) if block.retiring]
     retire_step = sum(b.widths.size for b in blocks[: retiring[0]]) if retiring else None
-    return _Stream(widths, low_before, shift, lanes).bytes(low, rng, retire_step, checksum)
+    return _Stream(widths, coded[0], coded[1], low, lanes).bytes(rng, retire_step, checksum)
 
 
-def _range_code(start, end, widths, lanes):
-    """Advance all lanes symbol by symbol; record each step's low (before shifting) and shift in bits."""
-    low = np.zeros(lanes, np.int64)
+def _bounds(blocks, count):
+    """Every symbol's cdf bounds in coding order: row 0 the start ``cdf[s]``, row 1 the end ``cdf[s + 1]``."""
+    bounds = np.empty((2, count), np.int64)
+    pos = 0
+    for block in blocks:
+        nxt = pos + block.indexes.size
+        block.tables.bounds(block.indexes, block.symbols, out=bounds[:, pos:nxt])
+        pos = nxt
+    return bounds
+
+
+def _range_code(coded, widths, lanes):
+    """Advance all lanes symbol by symbol, in place of ``coded`` (the bounds of `_bounds`); return each lane's final
+    range and low.
+
+    Lane ``k`` at range ``R`` narrows its interval by ``below = floor(R start / 2^16)`` and ``above = floor(R end /
+    2^16)``: its low grows by ``below`` and its range becomes ``above - below``, then shifts left by whole bytes
+    while below 2^24. The ranges do not depend on the low, so the loop runs the range recursion alone and keeps the
+    low as a plain sum: row 0 of ``coded`` becomes, for every symbol, the sum of its lane's ``below`` up to and
+    including it (modulo 2^64: only differences are used), and row 1 the bits the lane shifts after it (0, 8 or 16).
+    Where the shifted bytes go, with their carries, is worked out afterwards from these (`_Stream`). The loop is
+    bound by numpy's cost per call (about 600 steps of 512 lanes at 1 bpp), hence the in-place calls on views.
+    """
     rng = np.full(lanes, FULL_RANGE, np.int64)
-    low_before = np.empty(start.size, np.int64)
-    shift = np.empty(start.size, np.int64)
+    low = np.zeros(lanes, np.int64)
+    scratch = np.empty(lanes, np.int64)
     pos = 0
     for a in widths.tolist():
         nxt = pos + a
-        r, lo_ = rng[:a], low[:a]
-        below = r * start[pos:nxt]
-        below >>= PRECISION
-        above = r * end[pos:nxt]
-        above >>= PRECISION
-        lo_ += below
+        both = coded[:, pos:nxt]
+        below, above = both[0], both[1]
+        r, lo, top = (rng, low, scratch) if a == lanes else (rng[:a], low[:a], scratch[:a])
+        np.multiply(both, r, out=both)
+        both >>= PRECISION
         np.subtract(above, below, out=r)
-        nbytes = SHIFT_BYTES.take(r >> 16)
-        keep = LOW_MASKS.take(nbytes)
-        nbytes <<= 3
-        low_before[pos:nxt] = lo_
-        shift[pos:nxt] = nbytes
-        lo_ <<= nbytes
-        lo_ &= keep
-        r <<= nbytes
+        lo += below
+        below[...] = lo
+        np.right_shift(r, 16, out=top)
+        SHIFT_BITS.take(top, out=above, mode="clip")
+        r <<= above
         pos = nxt
-    return low, rng, low_before, shift
+    return rng, low
 
 
 class _Stream:
@@ -147,9 +171,13 @@ class _Stream:
     window ``w``, and the low ``m = floor(log2 R)`` bits of ``w - low`` are free: they go to a FIFO pool that later
     reads draw from before the file, so those G bits are not stored. Lanes are laid out one after the other in
     ``lane_bytes``; ``g_to_lane_bytes`` maps G to them.
+
+    A lane's output is one big number: every ``below`` of the lane added into its 32-bit window, which sits at the
+    lane's output byte ``c`` once it has shifted ``c`` bytes, plus the free bits of its final window. So the bytes
+    come from additions at known byte offsets and one carry propagation (`_lane_bytes`), with no step loop.
     """
 
-    def __init__(self, widths, low_before, shift, lanes):
+    def __init__(self, widths, low_sums, shift, low, lanes):
         self.lanes, self.widths, self.live = lanes, widths, int(widths.max())
         read = np.flatnonzero(shift)
         # The step and lane of each read only (a minority of the symbols): the step is found among the steps' ends.
@@ -157,22 +185,16 @@ class _Stream:
         read_step = np.searchsorted(step_ends, read, side="right")
         read_lane = read - (step_ends - widths)[read_step]
         read_bytes = shift[read] >> 3
-        within = _rank_within_lanes(read_lane, read_bytes, self.live)
+        by_lane = np.argsort(read_lane.astype(np.uint16), kind="stable")
+        within, increments, last_sum = _lane_runs(read_lane, read_bytes, low_sums[read], by_lane, self.live)
         self.shifted = np.bincount(read_lane, weights=read_bytes, minlength=self.live).astype(np.int64)
         self.base = np.cumsum(self.shifted + 4) - (self.shifted + 4)
-        chunks = low_before[read] >> (WINDOW - shift[read])
-        self.lane_bytes = self._shifted_bytes(chunks, read_bytes, self.base[read_lane] + within)
+        # The final window of each lane holds what its low gained after its last read.
+        self.window_at = self.base + self.shifted
+        at = np.concatenate([self.base[read_lane] + within, self.window_at])
+        self.lane_bytes = _lane_bytes(at, np.concatenate([increments, low[: self.live] - last_sum]),
+                                      int(self.window_at[-1]) + 4)
         self._order_reads(read_step, read_lane, read_bytes, within)
-
-    def _shifted_bytes(self, chunks, nbytes, at):
-        """Each lane's shifted bytes, with the carry of every chunk added to the byte before it."""
-        out = np.zeros(int((self.shifted + 4).sum()), np.int64)
-        two = nbytes == 2
-        out[at[two]] = (chunks[two] >> 8) & 0xFF
-        out[at + two] = chunks & 0xFF
-        carry = (chunks >> (8 * nbytes)) == 1
-        out[at[carry] - 1] += 1  # at most one carry per byte: from the chunk right after it
-        return propagate_carries(out)
 
     def _order_reads(self, read_step, read_lane, read_bytes, within):
         """The decoder's reads: at each step, first the 4-byte windows of lanes starting, then shifted bytes."""
@@ -207,25 +229,15 @@ class _Stream:
             events += [(at, k) for k in range(int(widths[step]) - 1, int(widths[step + 1]) - 1, -1)]
         return events
 
-    def _g_bits(self, start, count):
+    def _g_bits(self, lane_bytes, start, count):
         """``count`` bits of G from bit ``start`` (zeros past its end: pool bits no lane reads)."""
         g_len = self.g_to_lane_bytes.size
         first, stop = start >> 3, (start + count + 7) >> 3
-        values = self.lane_bytes[self.g_to_lane_bytes[first : min(stop, g_len)]]
-        raw = bytes(values.astype(np.uint8)) + bytes(max(0, stop - max(first, g_len)))
+        raw = bytes(lane_bytes[at] for at in self.g_to_lane_bytes[first : min(stop, g_len)].tolist())
+        raw += bytes(max(0, stop - max(first, g_len)))
         return (int.from_bytes(raw, "big") >> (8 * (stop - first) - (start & 7) - count)) & ((1 << count) - 1)
 
-    def _close_lane(self, lane, window):
-        """Write the lane's final window and carry its overflow into the lane's shifted bytes."""
-        at = int(self.base[lane] + self.shifted[lane])
-        self.lane_bytes[at : at + 4] = list((window & WINDOW_MASK).to_bytes(4, "big"))
-        if window >> WINDOW:
-            shifted = self.lane_bytes[self.base[lane] : at]
-            below = np.flatnonzero(shifted != 0xFF)[-1]  # exists: a lane's value stays below 1
-            shifted[below] += 1
-            shifted[below + 1 :] = 0
-
-    def bytes(self, low, rng, retire_step, checksum):
+    def bytes(self, rng, retire_step, checksum):
         """The file: G without the bits that retired windows supply."""
         retirements = self._retirements(retire_step)
         spans, pool_end = {}, 0
@@ -233,29 +245,72 @@ class _Stream:
             start = max(at, pool_end)
             pool_end = start + int(rng[k]).bit_length() - 1
             spans[k] = (start, pool_end)
-        for k in range(self.live):  # reverse retirement order: a window's bits are read by lower lanes only
-            lo, r = int(low[k]), int(rng[k])
-            if k in spans:
-                window = lo + self._g_bits(spans[k][0], spans[k][1] - spans[k][0])
+        lane_bytes = bytearray(self.lane_bytes.astype(np.uint8))
+        for k, at in enumerate(self.window_at.tolist()):  # reverse retirement order: a window's bits are read by
+            if k in spans:  # lower lanes only
+                free = self._g_bits(lane_bytes, spans[k][0], spans[k][1] - spans[k][0])
             else:  # the last lane: its free window bits check everything decoded
-                window = lo + checksum % r
-            self._close_lane(k, window)
-        bits = np.unpackbits(self.lane_bytes[self.g_to_lane_bytes].astype(np.uint8))
-        keep = np.ones(bits.size, bool)
-        for start, stop in spans.values():
-            keep[start:stop] = False
-        return np.packbits(bits[keep]).tobytes()
+                free = checksum % int(rng[k])
+            _add_to_window(lane_bytes, at, free)
+        g = np.frombuffer(lane_bytes, np.uint8)[self.g_to_lane_bytes]
+        return _drop_bits(g, sorted(spans.values()))
 
 
-def _rank_within_lanes(lanes, nbytes, live):
-    """For each read, in order, the number of bytes its lane shifted before it."""
-    by_lane = np.argsort(lanes.astype(np.uint16), kind="stable")
-    sorted_lanes, sorted_bytes = lanes[by_lane], nbytes[by_lane]
+def _lane_runs(lanes, nbytes, sums, by_lane, live):
+    """For each read, in order: the bytes its lane shifted before it, and what its lane's low gained since its
+    previous read (the difference of the running sums ``sums``); and each lane's running sum at its last read."""
+    sorted_lanes, sorted_bytes, sorted_sums = lanes[by_lane], nbytes[by_lane], sums[by_lane]
     before = np.cumsum(sorted_bytes) - sorted_bytes
     lane_first = np.searchsorted(sorted_lanes, np.arange(live))
-    within = np.empty(lanes.size, np.int64)
+    lane_last = np.searchsorted(sorted_lanes, np.arange(live), side="right") - 1
+    within, increments = np.empty(lanes.size, np.int64), np.empty(lanes.size, np.int64)
     within[by_lane] = before - before[lane_first[sorted_lanes]]
-    return within
+    gained = np.diff(sorted_sums, prepend=0)
+    first_of_lane = lane_first[lane_first < lanes.size]
+    gained[first_of_lane] = sorted_sums[first_of_lane]
+    increments[by_lane] = gained
+    has_read = lane_last >= lane_first
+    last_sum = np.where(has_read, sorted_sums[np.maximum(lane_last, 0)] if lanes.size else 0, 0)
+    return within, increments, last_sum
+
+
+def _lane_bytes(at, increments, size):
+    """Bytes of the lanes (laid out one after the other) from the additions of ``increments`` (each below 2^33) to
+    32-bit windows whose first byte is at ``at``: bit 32 carries into the byte before.
+
+    Within a lane the windows start at distinct offsets, so each of the four byte positions is one scatter-add
+    without repeated indexes; a byte then holds at most 4 * 255 + 1, normalized to base 256 by carry passes.
+    """
+    digits = np.zeros(size, np.int64)
+    for byte in range(4):
+        digits[at + byte] += (increments >> (24 - 8 * byte)) & 0xFF
+    carried = np.flatnonzero(increments >> 32)
+    digits[at[carried] - 1] += 1  # never before a lane's first byte: a lane's value stays below 1
+    while digits.max(initial=0) > 0x100:  # two passes at most: 1021 -> 258 -> 256
+        high = digits >> 8
+        digits &= 0xFF
+        digits[:-1] += high[1:]
+    return propagate_carries(digits)
+
+
+def _add_to_window(lane_bytes, at, value):
+    """Add ``value`` to the 32-bit window at byte ``at`` of ``lane_bytes``, carrying into the bytes before it."""
+    window = int.from_bytes(lane_bytes[at : at + 4], "big") + value
+    lane_bytes[at : at + 4] = (window & WINDOW_MASK).to_bytes(4, "big")
+    if window >> WINDOW:
+        at -= 1
+        while lane_bytes[at] == 0xFF:  # ends: a lane's value stays below 1
+            lane_bytes[at] = 0
+            at -= 1
+        lane_bytes[at] += 1
+
+
+def _drop_bits(data, spans):
+    """The bits of ``data`` (uint8) outside the sorted, disjoint bit ranges ``spans``, packed into bytes."""
+    bits = np.unpackbits(data)
+    edges = np.clip(np.array([0] + [e for span in spans for e in span] + [bits.size], np.int64), 0, bits.size)
+    keep = np.repeat(np.arange(edges.size - 1) % 2 == 0, np.diff(edges))
+    return np.packbits(bits[keep]).tobytes()
 
 
 def propagate_carries(digits):

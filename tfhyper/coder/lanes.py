@@ -63,12 +63,12 @@ def retiring_widths(costs, lanes):
     expected costs per symbol in integer units; the same integers on both sides give the same schedule.
     """
     count = costs.size
-    suffix = np.cumsum(costs[::-1])
     # log2(lanes) >= the harmonic number H(lanes - 1), so the capped steps add up to at most count / lanes.
     budget, log2_lanes = max(count // lanes, 1), max(lanes.bit_length() - 1, 1)
     steps = np.zeros(lanes, np.int64)
     retiring = np.arange(1, lanes)
     targets = (retiring * _RETIRE_BITS_PER_LANE + _RETIRE_SLACK_BITS) * COST_UNITS_PER_BIT
+    suffix = _suffix_sums(costs, targets[-1] if targets.size else 0)
     needs = (np.searchsorted(suffix, targets) + 1).tolist()  # one search for all lanes; the loop is integers only
     used = 0
     for m, needed in zip(retiring.tolist(), needs):
@@ -80,6 +80,17 @@ def retiring_widths(costs, lanes):
         steps[rest] += 1
     tail = np.repeat(np.arange(lanes - 1, 0, -1), steps[:0:-1])
     return np.concatenate([np.full(full, lanes, np.int64), tail])
+
+
+def _suffix_sums(costs, reach):
+    """Cumulative sums of ``costs`` from the last: as many as reach ``reach`` (all where they do not), which is all
+    that searching them for targets up to ``reach`` needs. The last few thousand symbols usually suffice."""
+    tail = 1 << 12
+    while True:
+        suffix = np.cumsum(costs[::-1][:tail])
+        if tail >= costs.size or suffix[-1] >= reach:
+            return suffix
+        tail *= 8
 
 
 def retiring_order(indexes, code, lanes):
@@ -144,4 +155,4 @@ def minimum_lanes(symbol_count):
 
 def values_checksum(values, previous=0):
     """CRC-32 of int64 values (little-endian, C order), continuing ``previous``: what the last lane's window checks."""
-    return zlib.crc32(np.ascontiguousarray(values, dtype="<i8").tobytes(), previous)
+    return zlib.crc32(np.ascontiguousarray(values, dtype="<i8"), previous)  # the array's buffer, not a copy

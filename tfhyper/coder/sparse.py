@@ -45,6 +45,12 @@ def exceptions(values, indexes, code):
     return np.flatnonzero(~code.has_mode[indexes] | (values != code.mode_values[indexes]))
 
 
+def exception_count(flat, code):
+    """How many values `exceptions` finds, from their symbols' flat indexes (`ScaledTables.flat_index`) in one
+    gather: a value outside its table's range has the escape symbol, which is no mode."""
+    return flat.size - np.count_nonzero(code.flat_is_mode.take(flat))
+
+
 def _gap_classes(positions):
     """Gaps before each exception (position - previous - 1, from -1) as length class n and n mantissa bits of
     gap + 1 = 2^n + mantissa (the escapes' overflow code without its side bit)."""

@@ -30,7 +30,7 @@ class Segment:
         indexes = check_indexes(segment[1], tables)
         if values.shape != np.shape(segment[1]):
             raise ValueError(f"values {values.shape} and indexes {np.shape(segment[1])} differ in shape")
-        return cls(values.astype(np.int64).ravel(), indexes, tables)
+        return cls(values.astype(np.int64, copy=False).ravel(), indexes, tables)
 
 
 def check_indexes(indexes, tables):
@@ -44,7 +44,7 @@ def check_indexes(indexes, tables):
         raise ValueError(f"at most {MAX_SYMBOLS - 1} symbols per segment")
     if indexes.size and (indexes.min() < 0 or indexes.max() >= tables.cdf.shape[0]):
         raise ValueError(f"indexes must be in [0, {tables.cdf.shape[0]})")
-    return indexes.astype(np.int64).ravel()
+    return indexes.astype(np.int64, copy=False).ravel()
 
 
 def symbols_of(segment):
@@ -52,10 +52,11 @@ def symbols_of(segment):
     code = segment.tables._coding
     t = segment.indexes
     low = code.offsets.take(t)
-    regular = code.lengths.take(t) - 1  # count of regular symbols
-    offset = segment.values.astype(np.uint64) - low.astype(np.uint64)  # modulo 2^64
-    inside = offset < regular.astype(np.uint64)
-    symbols = np.where(inside, offset.astype(np.int64), regular)
-    out = ~inside
-    escapes = Escapes.of(segment.values[out], low[out], low[out] + regular[out] - 1)
+    regular = (code.lengths - 1).take(t)  # count of regular symbols
+    # value - low modulo 2^64 (int64 arithmetic wraps): read as uint64, below `regular` exactly when inside.
+    symbols = np.subtract(segment.values, low)
+    out = np.flatnonzero(symbols.view(np.uint64) >= regular.view(np.uint64))
+    low, regular = low[out], regular[out]
+    escapes = Escapes.of(segment.values[out], low, low + regular - 1)
+    symbols[out] = regular
     return symbols, escapes

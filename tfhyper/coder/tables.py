@@ -139,8 +139,28 @@ class ScaledTables:
         # a table holding only the escape has none.
         regular = np.arange(width - 1)[None, :] < (lengths[:, None] - 1)
         self.has_mode = lengths > 1
-        self.mode_values = offsets.astype(np.int64) + np.where(regular, freqs, -1).argmax(axis=1)
+        mode_symbols = np.where(regular, freqs, -1).argmax(axis=1)
+        self.mode_values = offsets.astype(np.int64) + mode_symbols
+        # The same by flat symbol index (`flat_index`), for one gather per value: the cost of each symbol (0 in the
+        # last column), and whether it is its table's mode.
+        self.flat_bits = np.pad(self.bits, ((0, 0), (0, 1))).ravel()
+        is_mode = np.zeros((tables, width), bool)
+        is_mode[np.arange(tables), mode_symbols] = self.has_mode
+        self.flat_is_mode = is_mode.ravel()
 
-    def bounds(self, tables, symbols):
-        flat = tables * self.cdf.shape[1] + symbols
-        return self.cdf.take(flat), self.cdf.take(flat + 1)
+    def flat_index(self, tables, symbols):
+        """``tables * width + symbols``: the index of each symbol in the raveled (tables, width) arrays."""
+        flat = tables * self.cdf.shape[1]
+        flat += symbols
+        return flat
+
+    def bounds(self, tables, symbols, out=None):
+        """``cdf[tables, symbols]`` and ``cdf[tables, symbols + 1]`` as the rows of ``out`` (2, n), from one flat
+        index into the raveled table (the end is the same index into the table raveled from its second entry)."""
+        if out is None:
+            out = np.empty((2, symbols.size), np.int64)
+        flat = self.flat_index(tables, symbols)
+        cdf = self.cdf.ravel()
+        cdf.take(flat, out=out[0], mode="clip")
+        cdf[1:].take(flat, out=out[1], mode="clip")
+        return out

@@ -21,6 +21,5 @@ WINDOW_MASK = FULL_RANGE - 1
 SHIFT_BYTES = np.zeros((FULL_RANGE >> 16) + 1, np.int64)
 SHIFT_BYTES[0] = 2
 SHIFT_BYTES[1:256] = 1
+SHIFT_BITS = SHIFT_BYTES * 8
 BYTE_MASKS = np.array([0, 0xFF, 0xFFFF], np.int64)
-# After a shift, low keeps its 32 window bits; without one it also keeps its carry bit (bit 32) for the next shift.
-LOW_MASKS = np.array([(2 << WINDOW) - 1, WINDOW_MASK, WINDOW_MASK], np.int64)
