@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfhyper import layers
-from tfhyper.layers import GDN, Crop2D, conv, deconv
+from tfhyper.layers import GDN, SUBPIXEL_MAX_FILTERS, conv, deconv
 
 
 def set_gdn(layer, beta, gamma):
@@ -96,15 +96,34 @@ def test_conv_is_symmetrically_padded(size):
 
 
 @pytest.mark.parametrize("size", [(4, 4), (3, 5), (1, 1)])
-def test_deconv_doubles_size_aligned_with_references(size):
+@pytest.mark.parametrize("filters", [3, SUBPIXEL_MAX_FILTERS + 2])  # the sub-pixel form, the transposed convolution
+def test_deconv_doubles_size_aligned_with_references(size, filters):
     rng = np.random.default_rng(2)
-    layer = deconv(3, 5, 2)
+    layer = deconv(filters, 5, 2)
     z = rng.normal(size=(1, *size, 4)).astype(np.float32)
     out = layer(z).numpy()[0]
     kernel, bias = layer.layers[0].get_weights()
     expected = numpy_conv_transpose(z[0].astype(np.float64), kernel, 2, 2) + bias
     assert out.shape[:2] == (2 * size[0], 2 * size[1])
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size, strides", [(3, 2), (5, 3), (2, 2), (4, 1)])
+@pytest.mark.parametrize("filters", [2, SUBPIXEL_MAX_FILTERS + 1])
+def test_deconv_forms_agree_with_the_references_for_other_kernels_and_strides(kernel_size, strides, filters):
+    rng = np.random.default_rng(4)
+    layer = deconv(filters, kernel_size, strides)
+    z = rng.normal(size=(1, 3, 4, 5)).astype(np.float32)
+    out = layer(z).numpy()[0]
+    kernel, bias = layer.layers[0].get_weights()
+    expected = numpy_conv_transpose(z[0].astype(np.float64), kernel, strides, (kernel_size - 1) // 2) + bias
+    assert out.shape[:2] == (3 * strides, 4 * strides)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_deconv_refuses_a_kernel_smaller_than_its_stride():
+    with pytest.raises(ValueError, match="at least the stride"):
+        deconv(3, 1, 2)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -145,17 +164,3 @@ def test_glorot_uniform_keeps_keras_defaults():
     with pytest.raises(ValueError, match="initializer must be one of"):
         layers.conv(4, 3, initializer="he")
 
-
-def test_crop_keeps_the_window_and_passes_gradients_only_there():
-    """Crop2D is Cropping2D: x[:, top:-bottom, left:-right]; its gradient is 1 inside that window, 0 outside."""
-    x = tf.constant(np.random.default_rng(3).normal(size=(2, 7, 9, 3)), tf.float32)
-    layer = Crop2D(((2, 1), (1, 3)))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        out = layer(x)
-        total = tf.reduce_sum(out)
-    np.testing.assert_array_equal(out.numpy(), x.numpy()[:, 2:-1, 1:-3])
-    assert layer.compute_output_shape((None, 7, 9, 3)) == (None, 4, 5, 3)
-    expected = np.zeros(x.shape, np.float32)
-    expected[:, 2:-1, 1:-3] = 1
-    np.testing.assert_array_equal(tape.gradient(total, x).numpy(), expected)

@@ -8,6 +8,7 @@ and IGDN, its approximate inverse, multiplies by the same square root. beta and 
 by the usual reparameterization (see `NonNegative`).
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
 # Added under the square root of the reparameterization so that its gradient stays finite at zero
@@ -143,51 +144,84 @@ def conv(filters, kernel_size, strides=1, name=None, *, in_channels=None, initia
     )
 
 
-@keras.saving.register_keras_serializable(package="tfhyper")
-class Crop2D(keras.layers.Layer):
-    """Keras' Cropping2D as one `tf.slice`, whose gradient is a padding.
+# Few output channels (g_s's last layer, RGB) make oneDNN's transposed convolution slow; there the sub-pixel form
+# is used instead. Measured with 2 threads (WORKSPACE_NOTES.md, 2026-12-07): 128 -> 3 channels from 256 x 384,
+# 50.7 -> 22.2 ms; the same at the cpu preset's training size (32 -> 3, 8 x 64 x 64, forward and backward) 9.4 ->
+# 8.8 ms; with 32 output channels the sub-pixel form is slower (3.6 -> 4.1 ms forward), as it computes 36 taps for 25.
+SUBPIXEL_MAX_FILTERS = 4
 
-    Cropping2D slices with strides, and TensorFlow's gradient of a strided slice is a slow general scatter on
-    CPUs: at the cpu preset's size the four crops of g_s took a fifth of a training step (WORKSPACE_NOTES.md).
-    The layer holds no weights, so models saved with Cropping2D load unchanged.
+
+# The class keeps Keras' name on purpose: a weight file names each layer of a Sequential after its class
+# (conv2d_transpose), so models saved when a Cropping2D layer followed it load unchanged.
+@keras.saving.register_keras_serializable(package="tfhyper")
+class Conv2DTranspose(keras.layers.Conv2DTranspose):
+    """Transposed convolution with output exactly `strides` times the input, aligned like the references.
+
+    With weights W (kh, kw, out, in), the "valid" transposed convolution adds ``x[i] W[a]`` to output ``s*i + a``
+    (s*n + k - s outputs per dimension). PyTorch's ConvTranspose2d(k, s, padding=p=(k-1)/2, output_padding=s-1)
+    is that without its first p outputs and its last k - s - p. Two exact ways to compute it:
+
+    - the transposed convolution, then one `tf.slice` (not a strided slice: TensorFlow's gradient of a strided
+      slice is a slow scatter on CPUs, a fifth of a training step at the cpu preset's size);
+    - the sub-pixel form, for few output channels (`SUBPIXEL_MAX_FILTERS`): output ``s*m + r`` sums
+      ``x[m + j] W[r + p - s*j]`` over the input offsets j, so every phase r is a stride-1 convolution of x, and
+      `tf.nn.depth_to_space` interleaves the s*s phases.
     """
 
-    def __init__(self, cropping, **kwargs):
-        super().__init__(**kwargs)
-        (self.top, self.bottom), (self.left, self.right) = self.cropping = tuple(tuple(map(int, c)) for c in cropping)
+    def __init__(self, filters, kernel_size, strides=2, **kwargs):
+        kwargs["padding"] = "same"  # only what Keras infers shapes from: s * n; `call` aligns like the references
+        super().__init__(filters, kernel_size, strides=strides, **kwargs)
+        if self.strides[0] != self.strides[1] or self.kernel_size[0] != self.kernel_size[1]:
+            raise ValueError("square kernels and equal strides only")
+        k, s = self.kernel_size[0], self.strides[0]
+        if k < s:  # the valid output (s*n + k - s) would be shorter than s*n
+            raise ValueError(f"the kernel size ({k}) must be at least the stride ({s})")
+        self.front = (k - 1) // 2
+        # Input offsets j of the sub-pixel form: those with 0 <= r + p - s*j < k for some phase r < s.
+        self.offsets = np.arange(-((k - 1 - self.front) // s), (s - 1 + self.front) // s + 1)
 
     def call(self, x):
+        y = self._subpixel(x) if self.filters <= SUBPIXEL_MAX_FILTERS else self._transposed(x)
+        return tf.nn.bias_add(y, self.bias) if self.use_bias else y
+
+    def _transposed(self, x):
+        k, s = self.kernel_size[0], self.strides[0]
         shape = tf.shape(x)
-        size = tf.stack([shape[0], shape[1] - self.top - self.bottom, shape[2] - self.left - self.right, shape[3]])
-        return tf.slice(x, [0, self.top, self.left, 0], size)
+        valid = tf.stack([shape[0], s * shape[1] + k - s, s * shape[2] + k - s, self.filters])
+        y = tf.nn.conv2d_transpose(x, self.kernel, valid, strides=s, padding="VALID")
+        size = tf.stack([shape[0], s * shape[1], s * shape[2], self.filters])
+        return tf.slice(y, [0, self.front, self.front, 0], size)
 
-    def compute_output_shape(self, input_shape):
-        batch, height, width, channels = input_shape
-        height = None if height is None else height - self.top - self.bottom
-        width = None if width is None else width - self.left - self.right
-        return batch, height, width, channels
+    def _subpixel(self, x):
+        s, j = self.strides[0], self.offsets
+        y = tf.pad(x, [[0, 0], [-j[0], j[-1]], [-j[0], j[-1]], [0, 0]])
+        y = tf.nn.conv2d(y, self.subpixel_kernel(), strides=1, padding="VALID")
+        return tf.nn.depth_to_space(y, s) if s > 1 else y
 
-    def get_config(self):
-        return {**super().get_config(), "cropping": self.cropping}
+    def subpixel_kernel(self):
+        """(taps, taps, in, s*s*out) kernel of the sub-pixel form: [j, j', :, (r*s + r')*out + o] = W[r + p - s*j,
+        r' + p - s*j', o, :], zero where that index falls outside the kernel."""
+        k, s, j = self.kernel_size[0], self.strides[0], self.offsets
+        taps = (np.arange(s)[None, :] + self.front - s * j[:, None])  # (offsets, phases) -> index into W
+        taps = np.where((taps >= 0) & (taps < k), taps, k).ravel()  # index k: a zero row appended below
+        padded = tf.pad(self.kernel, [[0, 1], [0, 1], [0, 0], [0, 0]])
+        gathered = tf.gather(tf.gather(padded, taps, axis=0), taps, axis=1)
+        channels_out, channels_in = self.filters, padded.shape[3]
+        gathered = tf.reshape(gathered, (j.size, s, j.size, s, channels_out, channels_in))
+        gathered = tf.transpose(gathered, (0, 2, 5, 1, 3, 4))  # j, j', in, r, r', out
+        return tf.reshape(gathered, (j.size, j.size, channels_in, s * s * channels_out))
 
 
 def deconv(filters, kernel_size, strides=2, name=None, *, initializer="glorot_uniform"):
-    """Transposed convolution producing exactly `strides` times the input size, aligned like the references.
+    """`Conv2DTranspose` producing exactly `strides` times the input size, aligned like the references.
 
-    PyTorch's ConvTranspose2d(k, s, padding=(k-1)/2, output_padding=s-1) places input i at output
-    s*i - (k-1)/2 + k_index; a "valid" transposed convolution places it at s*i + k_index, so we crop
-    (k-1)/2 in front and keep s * input. Keras' "same" would sit one pixel off.
-    PyTorch takes a transposed convolution's fan-in from its weight's second dimension, the output
-    channels: "fan_in_uniform" does the same, so both start from the same distribution.
+    PyTorch takes a transposed convolution's fan-in from its weight's second dimension, the output channels:
+    "fan_in_uniform" does the same, so both start from the same distribution. The Sequential around the one layer
+    keeps the layout of saved models.
     """
-    pad = (kernel_size - 1) // 2
-    tail = kernel_size - strides - pad  # valid output is s*(n-1) + k = s*n + (k - s)
     kernel_init, bias_init = initializers(initializer, filters * kernel_size**2)
     return keras.Sequential(
-        [
-            keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid",
-                                         kernel_initializer=kernel_init, bias_initializer=bias_init),
-            Crop2D(((pad, tail), (pad, tail))),
-        ],
+        [Conv2DTranspose(filters, kernel_size, strides=strides, kernel_initializer=kernel_init,
+                         bias_initializer=bias_init)],
         name=name,
     )
