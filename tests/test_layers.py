@@ -108,7 +108,7 @@ def test_deconv_doubles_size_aligned_with_references(size, filters):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel_size, strides", [(3, 2), (5, 3), (2, 2), (4, 1)])
+@pytest.mark.parametrize("kernel_size, strides", [(3, 2), (5, 3), (2, 2), (4, 1), (3, 3), (5, 4), (1, 2)])
 @pytest.mark.parametrize("filters", [2, SUBPIXEL_MAX_FILTERS + 1])
 def test_deconv_forms_agree_with_the_references_for_other_kernels_and_strides(kernel_size, strides, filters):
     rng = np.random.default_rng(4)
@@ -121,9 +121,17 @@ def test_deconv_forms_agree_with_the_references_for_other_kernels_and_strides(ke
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_deconv_refuses_a_kernel_smaller_than_its_stride():
-    with pytest.raises(ValueError, match="at least the stride"):
-        deconv(3, 1, 2)
+@pytest.mark.parametrize("argument", [{"activation": "relu"}, {"padding": "valid"}, {"output_padding": 0},
+                                      {"dilation_rate": 2}, {"data_format": "channels_first"}])
+def test_transposed_convolution_refuses_what_its_call_would_ignore(argument):
+    with pytest.raises(ValueError, match="takes no"):
+        layers.Conv2DTranspose(3, 5, 1, **argument)
+
+
+def test_transposed_convolution_round_trips_its_config():
+    layer = layers.Conv2DTranspose(6, 5, 2)
+    clone = layers.Conv2DTranspose.from_config(layer.get_config())
+    assert (clone.filters, clone.kernel_size, clone.strides) == (6, (5, 5), (2, 2))
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -163,4 +171,3 @@ def test_glorot_uniform_keeps_keras_defaults():
     assert not bias.any()
     with pytest.raises(ValueError, match="initializer must be one of"):
         layers.conv(4, 3, initializer="he")
-

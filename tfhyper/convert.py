@@ -284,7 +284,7 @@ def _set_transform(transform, prefix, arrays):
         if isinstance(block, GDN):
             block.beta_param.assign(_gdn_param(_gdn_values(arrays[f"{name}.beta"], _BETA_MIN)))
             block.gamma_param.assign(_gdn_param(_gdn_values(arrays[f"{name}.gamma"], 0.0)))
-        elif isinstance(block, keras.Sequential):  # conv / deconv: padding or cropping around one convolution
+        elif isinstance(block, keras.Sequential):  # conv / deconv: one convolution (after a padding for conv)
             (layer,) = [layer for layer in block.layers if isinstance(layer, convolutions)]
             layer.kernel.assign(_keras_kernel(arrays[f"{name}.weight"]))
             layer.bias.assign(arrays[f"{name}.bias"].astype(np.float32))

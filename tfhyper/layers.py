@@ -169,13 +169,15 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
     """
 
     def __init__(self, filters, kernel_size, strides=2, **kwargs):
-        kwargs["padding"] = "same"  # only what Keras infers shapes from: s * n; `call` aligns like the references
+        if kwargs.setdefault("padding", "same") != "same":  # "same": only what Keras infers shapes from (s * n)
+            raise ValueError("Conv2DTranspose pads like the references; it takes no padding")
         super().__init__(filters, kernel_size, strides=strides, **kwargs)
         if self.strides[0] != self.strides[1] or self.kernel_size[0] != self.kernel_size[1]:
             raise ValueError("square kernels and equal strides only")
+        if (self.activation is not keras.activations.linear or self.output_padding is not None
+                or self.data_format != "channels_last" or tuple(self.dilation_rate) != (1, 1)):
+            raise ValueError("Conv2DTranspose takes no activation, output_padding, dilation or channels_first")
         k, s = self.kernel_size[0], self.strides[0]
-        if k < s:  # the valid output (s*n + k - s) would be shorter than s*n
-            raise ValueError(f"the kernel size ({k}) must be at least the stride ({s})")
         self.front = (k - 1) // 2
         # Input offsets j of the sub-pixel form: those with 0 <= r + p - s*j < k for some phase r < s.
         self.offsets = np.arange(-((k - 1 - self.front) // s), (s - 1 + self.front) // s + 1)
@@ -187,7 +189,10 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
     def _transposed(self, x):
         k, s = self.kernel_size[0], self.strides[0]
         shape = tf.shape(x)
-        valid = tf.stack([shape[0], s * shape[1] + k - s, s * shape[2] + k - s, self.filters])
+        # s*n + k - s outputs, or more where the crop in front needs them (k - s < p: zeros, as a valid transposed
+        # convolution may produce up to s - 1 extra outputs).
+        extra = max(k - s, self.front)
+        valid = tf.stack([shape[0], s * shape[1] + extra, s * shape[2] + extra, self.filters])
         y = tf.nn.conv2d_transpose(x, self.kernel, valid, strides=s, padding="VALID")
         size = tf.stack([shape[0], s * shape[1], s * shape[2], self.filters])
         return tf.slice(y, [0, self.front, self.front, 0], size)
@@ -202,7 +207,7 @@ class Conv2DTranspose(keras.layers.Conv2DTranspose):
         """(taps, taps, in, s*s*out) kernel of the sub-pixel form: [j, j', :, (r*s + r')*out + o] = W[r + p - s*j,
         r' + p - s*j', o, :], zero where that index falls outside the kernel."""
         k, s, j = self.kernel_size[0], self.strides[0], self.offsets
-        taps = (np.arange(s)[None, :] + self.front - s * j[:, None])  # (offsets, phases) -> index into W
+        taps = np.arange(s)[None, :] + self.front - s * j[:, None]  # (offsets, phases) -> index into W
         taps = np.where((taps >= 0) & (taps < k), taps, k).ravel()  # index k: a zero row appended below
         padded = tf.pad(self.kernel, [[0, 1], [0, 1], [0, 0], [0, 0]])
         gathered = tf.gather(tf.gather(padded, taps, axis=0), taps, axis=1)

@@ -92,15 +92,13 @@ def _coding_blocks(segments, sparse=True):
         # Counted first, in one gather: most segments have far too many exceptions to be listed.
         if sparse and at < MAX_SPARSE_SEGMENTS and worth_it(segment.values.size, exception_count(flat, code)):
             positions = exceptions(segment.values, segment.indexes, code)
-            if worth_it(segment.values.size, positions.size):
-                # Every escape is an exception (a mode is a regular symbol), so the escapes' cost stays.
-                listed = position_bits(positions) + float(code.bits[segment.indexes[positions],
-                                                                     symbols[positions]].sum()) + escapes.cost()
-                if listed <= bits[-1]:
-                    plan[at], bits[-1] = positions, listed
-                    new = position_blocks(positions)
-                    if positions.size:
-                        new += escape_blocks(escapes) + [Block(code, segment.indexes[positions], symbols[positions])]
+            # Every escape is an exception (a mode is a regular symbol), so the escapes' cost stays.
+            listed = position_bits(positions) + float(code.flat_bits.take(flat[positions]).sum()) + escapes.cost()
+            if listed <= bits[-1]:
+                plan[at], bits[-1] = positions, listed
+                new = position_blocks(positions)
+                if positions.size:
+                    new += escape_blocks(escapes) + [Block(code, segment.indexes[positions], symbols[positions])]
         for block in new:
             block.segment = at
         blocks += new
@@ -275,8 +273,9 @@ def _lane_runs(lanes, nbytes, sums, by_lane, live):
 
 
 def _lane_bytes(at, increments, size):
-    """Bytes of the lanes (laid out one after the other) from the additions of ``increments`` (each below 2^33) to
-    32-bit windows whose first byte is at ``at``: bit 32 carries into the byte before.
+    """Bytes of the lanes (laid out one after the other) from the additions of ``increments`` to 32-bit windows
+    whose first byte is at ``at``. An increment is below 2^32 (the belows between two reads of a lane add up to
+    less than its range after the first, at most 2^32); bit 32 would carry into the byte before, kept as a guard.
 
     Within a lane the windows start at distinct offsets, so each of the four byte positions is one scatter-add
     without repeated indexes; a byte then holds at most 4 * 255 + 1, normalized to base 256 by carry passes.
