@@ -110,8 +110,7 @@ class Header:
             raise BitstreamError(
                 f"image of {self.height} x {self.width} pixels exceeds the limit of {MAX_PIXELS} pixels"
             )
-        if self.version not in VERSIONS:
-            raise BitstreamError(f"unsupported format version {self.version} (this tfhyper reads versions 1 and 2)")
+        _check_version(self.version)
         set_field(self, "y_shape", _latent_shape("y", self.y_shape))
         if has_side_information(kind):
             if self.z_shape is None:
@@ -119,6 +118,12 @@ class Header:
             set_field(self, "z_shape", _latent_shape("z", self.z_shape))
         elif self.z_shape is not None:
             raise BitstreamError(f"a {_KINDS[kind][0]} header has no z, but z_shape was given")
+
+
+def _check_version(version):
+    if version not in VERSIONS:
+        readable = " and ".join(map(str, VERSIONS))
+        raise BitstreamError(f"unsupported format version {version} (this tfhyper reads versions {readable})")
 
 
 def pack(header, sections):
@@ -147,8 +152,7 @@ def unpack(data):
         raise BitstreamError(
             f"truncated bitstream: {len(view)} bytes, shorter than the smallest tfhyper file ({MIN_FILE_BYTES} bytes)"
         )
-    if view[3] not in VERSIONS:
-        raise BitstreamError(f"unsupported format version {view[3]} (this tfhyper reads versions 1 and 2)")
+    _check_version(view[3])
     reader = _Reader(view, position=4)
     kind = _kind(reader.byte("model kind"))
     fingerprint = reader.take(FINGERPRINT_BYTES, "model fingerprint")

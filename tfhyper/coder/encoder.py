@@ -263,29 +263,27 @@ def _lane_runs(lanes, nbytes, sums, by_lane, live):
     lane_last = np.searchsorted(sorted_lanes, np.arange(live), side="right") - 1
     within, increments = np.empty(lanes.size, np.int64), np.empty(lanes.size, np.int64)
     within[by_lane] = before - before[lane_first[sorted_lanes]]
-    gained = np.diff(sorted_sums, prepend=0)
-    first_of_lane = lane_first[lane_first < lanes.size]
-    gained[first_of_lane] = sorted_sums[first_of_lane]
-    increments[by_lane] = gained
     has_read = lane_last >= lane_first
-    last_sum = np.where(has_read, sorted_sums[np.maximum(lane_last, 0)] if lanes.size else 0, 0)
+    gained = np.diff(sorted_sums, prepend=0)
+    gained[lane_first[has_read]] = sorted_sums[lane_first[has_read]]  # a lane's first read: all since the start
+    increments[by_lane] = gained
+    last_sum = np.zeros(live, np.int64)
+    last_sum[has_read] = sorted_sums[lane_last[has_read]]
     return within, increments, last_sum
 
 
 def _lane_bytes(at, increments, size):
     """Bytes of the lanes (laid out one after the other) from the additions of ``increments`` to 32-bit windows
-    whose first byte is at ``at``. An increment is below 2^32 (the belows between two reads of a lane add up to
-    less than its range after the first, at most 2^32); bit 32 would carry into the byte before, kept as a guard.
+    whose first byte is at ``at``. An increment is below 2^32: the belows between two reads of a lane add up to less
+    than its range after the first (the intervals nest), which is at most 2^32, so no window overflows by itself.
 
     Within a lane the windows start at distinct offsets, so each of the four byte positions is one scatter-add
-    without repeated indexes; a byte then holds at most 4 * 255 + 1, normalized to base 256 by carry passes.
+    without repeated indexes; a byte then holds at most 4 * 255, normalized to base 256 by carry passes.
     """
     digits = np.zeros(size, np.int64)
     for byte in range(4):
         digits[at + byte] += (increments >> (24 - 8 * byte)) & 0xFF
-    carried = np.flatnonzero(increments >> 32)
-    digits[at[carried] - 1] += 1  # never before a lane's first byte: a lane's value stays below 1
-    while digits.max(initial=0) > 0x100:  # two passes at most: 1021 -> 258 -> 256
+    while digits.max(initial=0) > 0x100:  # two passes at most: 1020 -> 258 -> 256
         high = digits >> 8
         digits &= 0xFF
         digits[:-1] += high[1:]
